@@ -1,0 +1,519 @@
+//! Executing the register form of an instruction on the host ("fastop", generalised).
+//!
+//! KVM computes flags by running the real instruction on registers (`emulate.c`, "fastop"):
+//! whatever the SDM calls undefined, the result is by construction what this CPU produces. We
+//! apply the same idea to any instruction whose memory operand (ModRM `mod != 3`) can be replaced
+//! by a register without changing its meaning: the ModRM byte is rewritten to `mod = 3`,
+//! `rm = scratch`, the SIB and displacement bytes are dropped, the scratch register is loaded with
+//! the map bytes the operand covered, and the resulting instruction runs with every other
+//! general-purpose register and the status flags of the interrupted thread.
+//!
+//! Details that keep it exact:
+//! - the scratch register is one the instruction does not name (explicitly, through ModRM.reg or
+//!   VEX.vvvv, or implicitly, such as rdx:rax for `mul`); without REX only rax/rcx/rdx/rbx are
+//!   candidates, because rm 4..7 would name ah..bh in byte instructions;
+//! - the host's rsp is never replaced: an explicit rsp operand is renamed to a free register that
+//!   holds the thread's rsp, and copied back afterwards;
+//! - segment overrides, `0x67` and `lock` are dropped (they have no meaning in register form;
+//!   `lock` with a register destination would be #UD), ignored REX prefixes are dropped, the
+//!   effective REX/VEX keeps W, R (or gets the renamed R) and gets B for the scratch register;
+//! - only the status flags and DF are loaded (never TF or AC), and DF is cleared afterwards.
+//!
+//! The rewritten instruction runs from a slot of a small pool of executable memory mapped once at
+//! installation; slots are claimed with an atomic bitmap (lock-free, so nested signal handlers on
+//! the same or other threads each get their own).
+
+use super::EmulationError;
+use crate::machine::{Machine, gpr_index};
+use crate::map::STATUS_FLAGS;
+use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+/// The direction flag (bit 10).
+const DF: u64 = 1 << 10;
+
+/// Bytes per code slot: 15 instruction bytes, `ret`, padding to a cache line.
+const SLOT_SIZE: usize = 64;
+/// Number of code slots (four 4-KiB pages).
+const SLOTS: usize = 256;
+const WORDS: usize = SLOTS / 64;
+
+static POOL: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+/// 0: not mapped, 1: being mapped, 2: ready, 3: mapping failed.
+static POOL_STATE: AtomicUsize = AtomicUsize::new(0);
+static FREE_MAP: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+/// Maps the pool of executable code slots. Idempotent; async-signal-safe (one `mmap`).
+///
+/// Returns `false` if the kernel refuses writable+executable memory, in which case instructions
+/// that need host execution are reported as not emulable.
+pub fn init() -> bool {
+    loop {
+        match POOL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+                // touches no existing memory.
+                let p = unsafe {
+                    libc::mmap(
+                        core::ptr::null_mut(),
+                        SLOTS * SLOT_SIZE,
+                        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    POOL_STATE.store(3, Ordering::Release);
+                    return false;
+                }
+                POOL.store(p.cast(), Ordering::Release);
+                POOL_STATE.store(2, Ordering::Release);
+                return true;
+            }
+            Err(2) => return true,
+            Err(3) => return false,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+}
+
+/// A claimed code slot, released on drop.
+struct Slot {
+    index: usize,
+    ptr: *mut u8,
+}
+
+impl Slot {
+    fn claim() -> Option<Slot> {
+        if !init() {
+            return None;
+        }
+        let base = POOL.load(Ordering::Acquire);
+        for (w, word) in FREE_MAP.iter().enumerate() {
+            let mut cur = word.load(Ordering::Relaxed);
+            while cur != u64::MAX {
+                let bit = (!cur).trailing_zeros() as usize;
+                match word.compare_exchange_weak(
+                    cur,
+                    cur | (1 << bit),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let index = w * 64 + bit;
+                        // SAFETY: index < SLOTS, so the slot lies inside the pool mapping.
+                        let ptr = unsafe { base.add(index * SLOT_SIZE) };
+                        return Some(Slot { index, ptr });
+                    }
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        FREE_MAP[self.index / 64].fetch_and(!(1u64 << (self.index % 64)), Ordering::Release);
+    }
+}
+
+/// Registers in and out of a host execution, in the layout the trampoline expects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostRegs {
+    /// General-purpose registers in encoding order; slot 4 (rsp) is ignored.
+    pub gpr: [u64; 16],
+    /// rflags in (status flags and DF) and out.
+    pub rflags: u64,
+    /// Address of the code slot (`instruction; ret`).
+    pub code: u64,
+}
+
+const _: () = assert!(core::mem::offset_of!(HostRegs, rflags) == 128);
+const _: () = assert!(core::mem::offset_of!(HostRegs, code) == 136);
+
+/// Runs the code at `regs.code` with the guest registers of `regs` and stores them back.
+///
+/// # Safety
+/// `regs.code` must point to one instruction that accesses no memory and cannot fault, followed
+/// by `ret` (0xC3).
+unsafe fn run(regs: &mut HostRegs) {
+    // SAFETY: the caller guarantees the code is a non-faulting, memory-free instruction followed
+    // by `ret`; every register the block loads is declared clobbered or saved/restored here
+    // (rbx, rbp), rsp is never changed across the block, and DF is cleared before leaving.
+    unsafe {
+        asm!(
+            // rdi = &mut HostRegs for the whole prologue.
+            "push rbp",                      // save host rbp (inline asm cannot clobber it)
+            "push rbx",                      // save host rbx (reserved by LLVM)
+            "push rdi",                      // [rsp] = &HostRegs, needed after the guest code
+            "push qword ptr [rdi + 136]",    // [rsp] = code slot address
+            "push qword ptr [rdi + 128]",    // guest status flags and DF
+            "popfq",                         // rflags = guest status flags and DF
+            "mov rax, [rdi + 0]",            // rax = guest rax
+            "mov rcx, [rdi + 8]",            // rcx = guest rcx
+            "mov rdx, [rdi + 16]",           // rdx = guest rdx
+            "mov rbx, [rdi + 24]",           // rbx = guest rbx
+            "mov rbp, [rdi + 40]",           // rbp = guest rbp (slot 4, rsp, stays the host's)
+            "mov rsi, [rdi + 48]",           // rsi = guest rsi
+            "mov r8, [rdi + 64]",            // r8..r15 = guest r8..r15
+            "mov r9, [rdi + 72]",
+            "mov r10, [rdi + 80]",
+            "mov r11, [rdi + 88]",
+            "mov r12, [rdi + 96]",
+            "mov r13, [rdi + 104]",
+            "mov r14, [rdi + 112]",
+            "mov r15, [rdi + 120]",
+            "mov rdi, [rdi + 56]",           // rdi = guest rdi (the block pointer is on the stack)
+            "call qword ptr [rsp]",          // run `instruction; ret` in the code slot
+            "pushfq",                        // [rsp] = flags out, [rsp+8] = code, [rsp+16] = block
+            "xchg rdi, [rsp + 16]",          // rdi = &HostRegs, [rsp+16] = guest rdi out
+            "mov [rdi + 0], rax",            // store every guest register but rsp and rdi
+            "mov [rdi + 8], rcx",
+            "mov [rdi + 16], rdx",
+            "mov [rdi + 24], rbx",
+            "mov [rdi + 40], rbp",
+            "mov [rdi + 48], rsi",
+            "mov [rdi + 64], r8",
+            "mov [rdi + 72], r9",
+            "mov [rdi + 80], r10",
+            "mov [rdi + 88], r11",
+            "mov [rdi + 96], r12",
+            "mov [rdi + 104], r13",
+            "mov [rdi + 112], r14",
+            "mov [rdi + 120], r15",
+            "pop rax",                       // rax = flags out
+            "mov [rdi + 128], rax",
+            "pop rax",                       // drop the code address
+            "pop rax",                       // rax = guest rdi out
+            "mov [rdi + 56], rax",
+            "cld",                           // the ABI requires DF clear
+            "pop rbx",                       // restore host rbx
+            "pop rbp",                       // restore host rbp
+            inout("rdi") regs as *mut HostRegs => _,
+            out("rax") _, out("rcx") _, out("rdx") _, out("rsi") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+        );
+    }
+}
+
+/// Where the ModRM memory operand sits in the raw bytes of an instruction.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Index of the first byte after the legacy/REX prefixes (VEX or opcode).
+    prefix_end: usize,
+    /// Index of the effective REX prefix, if any.
+    rex: Option<usize>,
+    /// Index and length (2 or 3) of a VEX prefix, if any.
+    vex: Option<(usize, usize)>,
+    /// Index of the ModRM byte.
+    modrm: usize,
+    /// Index of the first byte after ModRM, SIB and displacement (immediates follow).
+    operand_end: usize,
+}
+
+fn is_legacy_prefix(b: u8) -> bool {
+    matches!(
+        b,
+        0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+    )
+}
+
+fn layout(raw: &[u8]) -> Option<Layout> {
+    let mut i = 0;
+    let mut rex = None;
+    while i < raw.len() {
+        let b = raw[i];
+        if is_legacy_prefix(b) {
+            rex = None; // a REX followed by a legacy prefix is ignored
+        } else if b & 0xF0 == 0x40 {
+            rex = Some(i);
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let prefix_end = i;
+    let b = *raw.get(i)?;
+    let (vex, modrm) = match b {
+        0xC5 => (Some((i, 2)), i + 3),
+        0xC4 => (Some((i, 3)), i + 4),
+        0x62 | 0x8F => return None, // EVEX / XOP
+        0x0F => match *raw.get(i + 1)? {
+            0x38 | 0x3A => (None, i + 3),
+            0x0F => return None, // 3DNow!
+            _ => (None, i + 2),
+        },
+        _ => (None, i + 1),
+    };
+    if vex.is_some() && rex.is_some() {
+        return None;
+    }
+    let m = *raw.get(modrm)?;
+    let md = m >> 6;
+    let rm = m & 7;
+    if md == 3 {
+        return None;
+    }
+    let has_sib = rm == 4;
+    let base = if has_sib {
+        *raw.get(modrm + 1)? & 7
+    } else {
+        rm
+    };
+    let disp = match md {
+        0 if rm == 5 || (has_sib && base == 5) => 4,
+        0 => 0,
+        1 => 1,
+        _ => 4,
+    };
+    Some(Layout {
+        prefix_end,
+        rex,
+        vex,
+        modrm,
+        operand_end: modrm + 1 + usize::from(has_sib) + disp,
+    })
+}
+
+/// Encoding number (0..16) of the 64-bit register behind a general-purpose register view,
+/// ah/ch/dh/bh included.
+fn full_gpr(reg: Register) -> Option<usize> {
+    match reg {
+        Register::AH | Register::CH | Register::DH | Register::BH => {
+            Some((reg as u32 - Register::AH as u32) as usize)
+        }
+        _ => gpr_index(reg).map(|(n, _)| n),
+    }
+}
+
+/// Registers an instruction reads or writes without naming them in its operands (Intel SDM
+/// Vol. 2, each instruction's Operation section), as a bit set by encoding number.
+fn implicit_registers(instr: &Instruction) -> u16 {
+    const RAX: u16 = 1 << 0;
+    const RDX: u16 = 1 << 2;
+    match instr.mnemonic() {
+        Mnemonic::Mul | Mnemonic::Div | Mnemonic::Idiv => RAX | RDX,
+        Mnemonic::Imul if instr.op_count() == 1 => RAX | RDX,
+        Mnemonic::Cmpxchg => RAX,
+        Mnemonic::Mulx => RDX,
+        _ => 0,
+    }
+}
+
+/// The rewritten register form, ready to copy into a code slot.
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterForm {
+    bytes: [u8; 16],
+    len: usize,
+    /// The register (encoding number) that stands for the memory operand.
+    pub scratch: usize,
+    /// The register that stands for an explicit rsp operand, if any.
+    pub rsp_alias: Option<usize>,
+}
+
+impl RegisterForm {
+    /// The encoded bytes, `ret` included.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Rewrites `raw` (the bytes `instr` was decoded from) into its register form.
+///
+/// # Errors
+/// [`EmulationError::Unsupported`] if the encoding cannot be rewritten (EVEX/XOP, no free
+/// register, or iced-x86's view of the operand layout disagrees with ours).
+pub fn register_form(
+    instr: &Instruction,
+    raw: &[u8],
+    offsets: &iced_x86::ConstantOffsets,
+) -> Result<RegisterForm, EmulationError> {
+    let unsupported = EmulationError::Unsupported("encoding cannot be executed in register form");
+    let raw = raw.get(..instr.len()).ok_or(unsupported)?;
+    let lay = layout(raw).ok_or(unsupported)?;
+    // Cross-check with the decoder so we never execute a misparsed instruction.
+    if offsets.has_displacement()
+        && (offsets.displacement_offset() as usize + offsets.displacement_size() as usize
+            != lay.operand_end)
+    {
+        return Err(unsupported);
+    }
+    if offsets.has_immediate() && offsets.immediate_offset() as usize != lay.operand_end {
+        return Err(unsupported);
+    }
+
+    let mut used = implicit_registers(instr) | (1 << 4) | (1 << 5);
+    let mut names_rsp = false;
+    for i in 0..instr.op_count() {
+        if instr.op_kind(i) == OpKind::Register {
+            let r = instr.op_register(i);
+            if let Some(n) = full_gpr(r) {
+                used |= 1 << n;
+                if n == 4 {
+                    names_rsp = true;
+                }
+            } else if !r.is_gpr() && r != Register::None {
+                // Vector, segment or control register operands are not handled here.
+                return Err(unsupported);
+            }
+        }
+    }
+
+    let extended = lay.rex.is_some() || matches!(lay.vex, Some((_, 3)));
+    let candidates: &[usize] = if extended {
+        &[11, 10, 9, 8, 12, 13, 14, 15, 3, 1, 2, 0, 6, 7]
+    } else {
+        &[3, 1, 2, 0]
+    };
+    let pick = |used: &mut u16| -> Option<usize> {
+        let n = *candidates.iter().find(|&&n| *used & (1 << n) == 0)?;
+        *used |= 1 << n;
+        Some(n)
+    };
+    let scratch = pick(&mut used).ok_or(unsupported)?;
+
+    // Current values of the extension bits, and the reg / vvvv fields.
+    let modrm = raw[lay.modrm];
+    let (mut r_ext, w_bits) = match (lay.rex, lay.vex) {
+        (Some(p), _) => ((raw[p] >> 2) & 1, raw[p] & 0x48),
+        (None, Some((p, 2))) => (((!raw[p + 1]) >> 7) & 1, 0),
+        (None, Some((p, _))) => (((!raw[p + 1]) >> 7) & 1, 0),
+        (None, None) => (0, 0),
+    };
+    let mut reg_field = ((modrm >> 3) & 7) | (r_ext << 3);
+    let mut vvvv = match lay.vex {
+        Some((p, 2)) => Some((!raw[p + 1] >> 3) & 15),
+        Some((p, _)) => Some((!raw[p + 2] >> 3) & 15),
+        None => None,
+    };
+    let mut rsp_alias = None;
+    if names_rsp {
+        let alias = pick(&mut used).ok_or(unsupported)?;
+        if reg_field == 4 {
+            if alias >= 8 && !extended {
+                return Err(unsupported);
+            }
+            reg_field = alias as u8;
+            r_ext = (alias >> 3) as u8;
+        } else if vvvv == Some(4) {
+            vvvv = Some(alias as u8);
+        } else {
+            return Err(unsupported);
+        }
+        rsp_alias = Some(alias);
+    }
+    let b_ext = (scratch >> 3) as u8;
+
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    for (j, &b) in raw[..lay.prefix_end].iter().enumerate() {
+        let keep = match b {
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x67 | 0xF0 => false,
+            0x40..=0x4F => Some(j) == lay.rex,
+            _ => true,
+        };
+        if !keep {
+            continue;
+        }
+        out[n] = if Some(j) == lay.rex {
+            0x40 | w_bits | (r_ext << 2) | b_ext
+        } else {
+            b
+        };
+        n += 1;
+    }
+    let mut j = lay.prefix_end;
+    if let Some((p, len)) = lay.vex {
+        let v = vvvv.unwrap_or(0);
+        if len == 2 {
+            if b_ext != 0 {
+                return Err(unsupported);
+            }
+            out[n] = 0xC5;
+            out[n + 1] = ((!r_ext & 1) << 7) | ((!v & 15) << 3) | (raw[p + 1] & 7);
+            n += 2;
+        } else {
+            out[n] = 0xC4;
+            out[n + 1] = ((!r_ext & 1) << 7) | (1 << 6) | ((!b_ext & 1) << 5) | (raw[p + 1] & 0x1F);
+            out[n + 2] = (raw[p + 2] & 0x87) | ((!v & 15) << 3);
+            n += 3;
+        }
+        j = p + len;
+    }
+    // Opcode bytes up to ModRM.
+    while j < lay.modrm {
+        out[n] = raw[j];
+        n += 1;
+        j += 1;
+    }
+    out[n] = 0xC0 | ((reg_field & 7) << 3) | (scratch as u8 & 7);
+    n += 1;
+    for &b in &raw[lay.operand_end..] {
+        out[n] = b;
+        n += 1;
+    }
+    out[n] = 0xC3; // ret
+    n += 1;
+    Ok(RegisterForm {
+        bytes: out,
+        len: n,
+        scratch,
+        rsp_alias,
+    })
+}
+
+/// Runs `form` against the registers of `m` with `operand` (the bytes of the memory operand,
+/// zero-extended) in the scratch register. Register results and the status flags are written
+/// back to `m`; the new value of the scratch register (the memory operand's result) is returned.
+/// Nothing of `m` changes on error.
+///
+/// # Errors
+/// [`EmulationError::Unsupported`] if no code slot is available.
+pub fn execute<M: Machine + ?Sized>(
+    m: &mut M,
+    form: &RegisterForm,
+    operand: u64,
+) -> Result<u64, EmulationError> {
+    let slot = Slot::claim().ok_or(EmulationError::Unsupported(
+        "no executable memory for host execution",
+    ))?;
+    let bytes = form.bytes();
+    // SAFETY: the slot is ours until `slot` drops and is SLOT_SIZE >= 17 bytes long.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot.ptr, bytes.len()) };
+    let mut regs = HostRegs {
+        gpr: [0; 16],
+        rflags: (m.rflags() & (STATUS_FLAGS | DF)) | 2,
+        code: slot.ptr as u64,
+    };
+    for (i, g) in regs.gpr.iter_mut().enumerate() {
+        *g = m.gpr(i);
+    }
+    regs.gpr[form.scratch] = operand;
+    if let Some(a) = form.rsp_alias {
+        regs.gpr[a] = m.gpr(4);
+    }
+    // SAFETY: `register_form` produced one register-only instruction from a whitelist the
+    // caller checked, followed by `ret`; divide errors were ruled out by the caller.
+    unsafe { run(&mut regs) };
+    drop(slot);
+    for i in 0..16 {
+        if i == 4 || i == form.scratch || Some(i) == form.rsp_alias {
+            continue;
+        }
+        if regs.gpr[i] != m.gpr(i) {
+            m.set_gpr(i, regs.gpr[i]);
+        }
+    }
+    if let Some(a) = form.rsp_alias {
+        m.set_gpr(4, regs.gpr[a]);
+    }
+    let old = m.rflags();
+    m.set_rflags((old & !STATUS_FLAGS) | (regs.rflags & STATUS_FLAGS));
+    Ok(regs.gpr[form.scratch])
+}

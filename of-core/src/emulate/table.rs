@@ -1,0 +1,270 @@
+//! The one list: which instruction family handles each mnemonic, and how its explicit memory
+//! operand is used (KVM's per-opcode flags: a `Mov`-style destination is write-only, `NoWrite`
+//! reads its destination, string and stack instructions have implicit operands).
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+
+/// How an instruction is emulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Data movement done in Rust: mov, movzx, movsx, movsxd, movbe, xlat.
+    Move,
+    /// The register form runs on the host ([`super::hostexec`]). `writes` says whether the
+    /// memory operand (operand 0) receives the result.
+    Host {
+        /// Whether the memory operand is written.
+        writes: bool,
+    },
+    /// bt/bts/btr/btc with a register bit offset: the access moves by the offset's high bits
+    /// (Intel SDM Vol. 2A, BT: "bit string" addressing), then runs like [`Kind::Host`].
+    BitTestRegister {
+        /// Whether the memory operand is written (all but bt).
+        writes: bool,
+    },
+    /// push, pop, pushf, popf, call, ret, enter, leave, jmp (near, with any operand).
+    Stack,
+    /// movs, stos, lods, cmps, scas, with or without rep/repe/repne.
+    String,
+    /// cmpxchg8b, cmpxchg16b.
+    CompareExchangeWide,
+    /// The instruction names memory but never accesses it (lea, nop, prefetch): never ours.
+    NoAccess,
+    /// An instruction that touches the map but is not emulated, with the reason.
+    Unsupported(&'static str),
+}
+
+/// Classifies `instr`.
+pub fn classify(instr: &Instruction) -> Kind {
+    use Mnemonic as M;
+    let mem_op0 = instr.op_count() > 0 && instr.op0_kind() == OpKind::Memory;
+    match instr.mnemonic() {
+        M::Mov => {
+            for i in 0..instr.op_count() {
+                if instr.op_kind(i) == OpKind::Register
+                    && instr.op_register(i).is_segment_register()
+                {
+                    return Kind::Unsupported("segment selectors are not mapped");
+                }
+            }
+            Kind::Move
+        }
+        M::Movzx | M::Movsx | M::Movsxd | M::Movbe | M::Xlatb => Kind::Move,
+
+        M::Add
+        | M::Or
+        | M::Adc
+        | M::Sbb
+        | M::And
+        | M::Sub
+        | M::Xor
+        | M::Inc
+        | M::Dec
+        | M::Neg
+        | M::Not
+        | M::Xchg
+        | M::Xadd
+        | M::Cmpxchg
+        | M::Shl
+        | M::Sal
+        | M::Shr
+        | M::Sar
+        | M::Rol
+        | M::Ror
+        | M::Rcl
+        | M::Rcr
+        | M::Shld
+        | M::Shrd
+        | M::Mul
+        | M::Imul
+        | M::Div
+        | M::Idiv
+        | M::Bsf
+        | M::Bsr
+        | M::Lzcnt
+        | M::Tzcnt
+        | M::Popcnt
+        | M::Crc32
+        | M::Adcx
+        | M::Adox
+        | M::Andn
+        | M::Bextr
+        | M::Blsi
+        | M::Blsmsk
+        | M::Blsr
+        | M::Bzhi
+        | M::Pdep
+        | M::Pext
+        | M::Mulx
+        | M::Rorx
+        | M::Sarx
+        | M::Shlx
+        | M::Shrx
+        | M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg
+        | M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg => Kind::Host { writes: mem_op0 },
+        M::Cmp | M::Test => Kind::Host { writes: false },
+        M::Bt | M::Bts | M::Btr | M::Btc => {
+            let writes = instr.mnemonic() != M::Bt;
+            if instr.op1_kind() == OpKind::Register {
+                Kind::BitTestRegister { writes }
+            } else {
+                Kind::Host { writes }
+            }
+        }
+
+        M::Push
+        | M::Pop
+        | M::Pushf
+        | M::Pushfq
+        | M::Popf
+        | M::Popfq
+        | M::Call
+        | M::Ret
+        | M::Enter
+        | M::Leave
+        | M::Jmp => match instr.code() {
+            Code::Call_m1664 | Code::Call_m1632 | Code::Call_m1616 => {
+                Kind::Unsupported("far calls are not emulated")
+            }
+            Code::Jmp_m1664 | Code::Jmp_m1632 | Code::Jmp_m1616 => {
+                Kind::Unsupported("far jumps are not emulated")
+            }
+            _ if segment_operand(instr) => Kind::Unsupported("segment selectors are not mapped"),
+            _ => Kind::Stack,
+        },
+
+        M::Movsb
+        | M::Movsw
+        | M::Movsq
+        | M::Stosb
+        | M::Stosw
+        | M::Stosd
+        | M::Stosq
+        | M::Lodsb
+        | M::Lodsw
+        | M::Lodsd
+        | M::Lodsq
+        | M::Cmpsb
+        | M::Cmpsw
+        | M::Cmpsq
+        | M::Scasb
+        | M::Scasw
+        | M::Scasd
+        | M::Scasq => Kind::String,
+        M::Movsd | M::Cmpsd if instr.is_string_instruction() => Kind::String,
+
+        M::Cmpxchg8b | M::Cmpxchg16b => Kind::CompareExchangeWide,
+
+        M::Lea
+        | M::Nop
+        | M::Prefetch
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchw
+        | M::Prefetchwt1 => Kind::NoAccess,
+
+        _ => Kind::Unsupported(unsupported_reason(instr)),
+    }
+}
+
+fn segment_operand(instr: &Instruction) -> bool {
+    (0..instr.op_count())
+        .any(|i| instr.op_kind(i) == OpKind::Register && instr.op_register(i).is_segment_register())
+}
+
+/// A short reason for the diagnostic line of an instruction that is not emulated.
+pub fn unsupported_reason(instr: &Instruction) -> &'static str {
+    let fpu = (0..instr.op_count())
+        .any(|i| instr.op_kind(i) == OpKind::Register && instr.op_register(i).is_st());
+    let vector = (0..instr.op_count()).any(|i| {
+        instr.op_kind(i) == OpKind::Register && {
+            let r = instr.op_register(i);
+            r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_mm() || r.is_k()
+        }
+    });
+    let name_fpu = matches!(
+        instr.mnemonic(),
+        Mnemonic::Fld
+            | Mnemonic::Fst
+            | Mnemonic::Fstp
+            | Mnemonic::Fild
+            | Mnemonic::Fist
+            | Mnemonic::Fistp
+            | Mnemonic::Fisttp
+            | Mnemonic::Fadd
+            | Mnemonic::Fmul
+            | Mnemonic::Fsub
+            | Mnemonic::Fsubr
+            | Mnemonic::Fdiv
+            | Mnemonic::Fdivr
+            | Mnemonic::Fcom
+            | Mnemonic::Fcomp
+            | Mnemonic::Fldcw
+            | Mnemonic::Fnstcw
+            | Mnemonic::Fnstsw
+            | Mnemonic::Fldenv
+            | Mnemonic::Fnstenv
+            | Mnemonic::Frstor
+            | Mnemonic::Fnsave
+            | Mnemonic::Fbld
+            | Mnemonic::Fbstp
+    );
+    if fpu || name_fpu || instr.memory_size().is_packed() && instr.memory_base() == Register::ST0 {
+        "x87 memory operands are not mapped"
+    } else if matches!(
+        instr.mnemonic(),
+        Mnemonic::Fxsave
+            | Mnemonic::Fxsave64
+            | Mnemonic::Fxrstor
+            | Mnemonic::Fxrstor64
+            | Mnemonic::Xsave
+            | Mnemonic::Xsave64
+            | Mnemonic::Xsavec
+            | Mnemonic::Xsavec64
+            | Mnemonic::Xsaveopt
+            | Mnemonic::Xsaveopt64
+            | Mnemonic::Xsaves
+            | Mnemonic::Xsaves64
+            | Mnemonic::Xrstor
+            | Mnemonic::Xrstor64
+            | Mnemonic::Xrstors
+            | Mnemonic::Xrstors64
+    ) {
+        "processor state save areas are not mapped"
+    } else if vector {
+        "vector instructions are not emulated yet"
+    } else {
+        "this instruction is not emulated"
+    }
+}

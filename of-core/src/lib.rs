@@ -1,0 +1,44 @@
+//! The engine behind [`of`](https://docs.rs/of): page 0 of a Linux/x86-64 process as a
+//! byte-addressable image of the interrupted thread's registers.
+//!
+//! The data flow follows the module layout:
+//!
+//! 1. [`signal`] — a SIGSEGV/SIGBUS arrives; the handler reads `si_code`, `si_addr` and the
+//!    `ucontext` (through libc's types) and decides whether the fault can be ours at all.
+//! 2. [`decode`] — at most 15 instruction bytes are fetched from `rip` (never reading unmapped
+//!    bytes) and decoded with iced-x86.
+//! 3. [`emulate::operands`] — every memory access the instruction makes (explicit ModRM operand,
+//!    implicit stack or string access) is computed; the fault is ours only if one of them covers
+//!    `si_addr` and every page-0 access lies in mapped bytes of the [`map`].
+//! 4. [`emulate`] — the instruction is executed against a [`Machine`]: data movement in Rust,
+//!    arithmetic by running the *register form* of the same instruction on the host
+//!    ([`emulate::hostexec`], KVM's "fastop" idea generalised) so results and every flag, the
+//!    SDM's "undefined" ones included, are the host CPU's own.
+//! 5. Write back — register results first, map bytes last (SPEC §2), then `rip` moves to the next
+//!    instruction (or to the target of a control transfer) and the handler returns.
+//!
+//! The core is usable without faults: [`emulate::emulate`] is a function over any [`Machine`]
+//! (see [`RegisterFile`] for an in-memory one), which is how the differential tests and a VMM's
+//! MMIO path use it.
+//!
+//! Everything reachable from the signal handler is async-signal-safe: no allocation, no locks,
+//! no panics that unwind (the handler is `extern "C"`, so a panic would abort, and the fault path
+//! is written without panicking operations).
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod decode;
+pub mod diag;
+pub mod emulate;
+pub mod machine;
+pub mod map;
+pub mod regs;
+pub mod signal;
+
+pub use emulate::{EmulationError, Exception, emulate};
+pub use machine::{Machine, MemoryFault, RegisterFile};
+pub use regs::GeneralRegisters;
+pub use signal::{InstallError, install};

@@ -1,0 +1,93 @@
+//! The actions that were installed before ours, and passing a fault on to them as if `of` were
+//! not installed (SPEC §4; the three cases of wasmtime's `signals.rs`).
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+
+/// Storage for the previous SIGSEGV and SIGBUS actions. Written once by the installing thread
+/// before the handler is published (Release), read by handlers after (Acquire).
+pub struct Previous {
+    segv: UnsafeCell<MaybeUninit<libc::sigaction>>,
+    bus: UnsafeCell<MaybeUninit<libc::sigaction>>,
+}
+
+// SAFETY: written only by the one thread that wins the installation race, before the handler
+// that reads it can run (the install state is published with Release ordering).
+unsafe impl Sync for Previous {}
+
+/// The previous actions.
+pub static PREVIOUS: Previous = Previous {
+    segv: UnsafeCell::new(MaybeUninit::zeroed()),
+    bus: UnsafeCell::new(MaybeUninit::zeroed()),
+};
+
+impl Previous {
+    /// Pointer to the slot for `sig` (SIGSEGV or SIGBUS).
+    pub fn slot(&self, sig: libc::c_int) -> *mut libc::sigaction {
+        if sig == libc::SIGBUS {
+            self.bus.get().cast()
+        } else {
+            self.segv.get().cast()
+        }
+    }
+
+    /// A copy of the previous action for `sig`.
+    pub fn get(&self, sig: libc::c_int) -> libc::sigaction {
+        // SAFETY: the slot was zero-initialised (a valid sigaction: SIG_DFL, empty mask) and is
+        // only written before installation completes.
+        unsafe { *self.slot(sig) }
+    }
+
+    /// Whether the previous action for `sig` is the default action (or ignore, which the
+    /// kernel also overrides for a real fault).
+    pub fn is_default(&self, sig: libc::c_int) -> bool {
+        let h = self.get(sig).sa_sigaction;
+        h == libc::SIG_DFL || h == libc::SIG_IGN
+    }
+}
+
+/// Restores the default action for `sig`.
+pub fn reset_default(sig: libc::c_int) {
+    // SAFETY: a zeroed sigaction with SIG_DFL is valid; sigaction is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, core::ptr::null_mut());
+    }
+}
+
+/// Passes a signal that is not ours to the action installed before `of`:
+/// - an `SA_SIGINFO` handler gets the same signal number, siginfo and ucontext;
+/// - a plain handler gets the signal number;
+/// - `SIG_DFL` and `SIG_IGN`: the default action is restored, so a fault re-occurs when the
+///   handler returns and kills the process with the right signal (and core dump); a signal that
+///   was sent rather than raised by a fault (`si_code <= 0`: kill, tkill, sigqueue) is sent again
+///   to this thread, to be delivered when the handler returns.
+///
+/// # Safety
+/// `info` and `ctx` must be the handler's arguments for the current signal.
+pub unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS.get(sig);
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        reset_default(sig);
+        // SAFETY: info points to the kernel-provided siginfo for this signal.
+        let code = unsafe { (*info).si_code };
+        if code <= 0 {
+            // SAFETY: tgkill on our own thread; async-signal-safe system calls.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig);
+            }
+        }
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was registered with SA_SIGINFO, so this is its type.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { core::mem::transmute(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: without SA_SIGINFO the handler takes only the signal number.
+        let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
+        f(sig);
+    }
+}

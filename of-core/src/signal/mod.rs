@@ -1,0 +1,229 @@
+//! The SIGSEGV/SIGBUS handler: from the signal to a decision (emulate, chain, report).
+//!
+//! [`install`] puts [`handler`] in place for SIGSEGV and SIGBUS with
+//! `SA_SIGINFO | SA_ONSTACK` and every signal blocked while it runs (so another signal's
+//! handler cannot interrupt an emulation half-way; a page-0 access *inside* another signal's
+//! handler still works, since that handler does not block SIGSEGV). The previous actions are
+//! saved for [`chain::chain`].
+//!
+//! A fault is a register access (SPEC §4) only if: the signal is SIGSEGV with `si_code`
+//! SEGV_MAPERR/SEGV_ACCERR or SIGBUS with BUS_ADRERR (never SI_USER, SI_TKILL or SI_KERNEL, which
+//! is how #GP arrives); `si_addr` is in page 0; `rip` is not in page 0; and the decoded
+//! instruction's accesses cover `si_addr` and lie in mapped bytes. Anything else is chained.
+
+pub mod altstack;
+pub mod chain;
+pub mod context;
+pub mod report;
+
+use crate::decode::{self, MAX_INSTRUCTION_LEN};
+use crate::emulate::{self, EmulationError};
+use crate::map::PAGE_SIZE;
+use context::SignalContext;
+use core::sync::atomic::{AtomicU8, Ordering};
+use report::codes;
+
+/// Why [`install`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallError {
+    /// sigaction(2) failed for this signal, with this errno.
+    Sigaction {
+        /// The signal.
+        signal: i32,
+        /// errno.
+        errno: i32,
+    },
+    /// The kernel refused a writable and executable mapping for host execution (mmap(2)).
+    ExecutableMemory,
+}
+
+impl core::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InstallError::Sigaction { signal, errno } => {
+                write!(f, "sigaction({signal}) failed with errno {errno}")
+            }
+            InstallError::ExecutableMemory => {
+                f.write_str("mmap refused writable+executable memory for host execution")
+            }
+        }
+    }
+}
+
+/// 0: not installed, 1: being installed, 2: installed, 3: failed.
+static STATE: AtomicU8 = AtomicU8::new(0);
+static mut INSTALL_ERROR: Option<InstallError> = None;
+
+/// Installs the handler for SIGSEGV and SIGBUS, once per process. Thread-safe and idempotent:
+/// concurrent callers wait for the first to finish and get its result.
+///
+/// # Errors
+/// [`InstallError`] if sigaction(2) or the executable-memory mapping fails.
+pub fn install() -> Result<(), InstallError> {
+    loop {
+        match STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(2) => return Ok(()),
+            // SAFETY: INSTALL_ERROR is written before STATE becomes 3 (Release) and never again.
+            Err(3) => {
+                return Err(unsafe { *core::ptr::addr_of!(INSTALL_ERROR) }
+                    .unwrap_or(InstallError::ExecutableMemory));
+            }
+            Err(_) => {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+    let r = install_now();
+    if let Err(e) = r {
+        // SAFETY: only the thread that won the race (STATE == 1) writes, before publishing 3.
+        unsafe { *core::ptr::addr_of_mut!(INSTALL_ERROR) = Some(e) };
+        STATE.store(3, Ordering::Release);
+    } else {
+        STATE.store(2, Ordering::Release);
+    }
+    r
+}
+
+/// Whether the handler is installed.
+pub fn installed() -> bool {
+    STATE.load(Ordering::Acquire) == 2
+}
+
+fn install_now() -> Result<(), InstallError> {
+    if !emulate::hostexec::init() {
+        return Err(InstallError::ExecutableMemory);
+    }
+    report::prepare();
+    report::find_si_addr_offset();
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask, and the
+        // previous action is stored in its slot before STATE publishes the handler's readiness
+        // (the handler itself reads the slot only when chaining).
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = handler as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigfillset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, chain::PREVIOUS.slot(sig)) != 0 {
+                return Err(InstallError::Sigaction {
+                    signal: sig,
+                    errno: *libc::__errno_location(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the handler decided.
+enum Outcome {
+    /// Emulated (or an exception was raised): return to the thread.
+    Resume,
+    /// Not ours: pass to the previous action.
+    Chain,
+}
+
+/// The SIGSEGV/SIGBUS handler.
+///
+/// # Safety
+/// Called by the kernel with a valid siginfo and ucontext for `sig`.
+pub unsafe extern "C" fn handler(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's value.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: the kernel passes valid pointers for an SA_SIGINFO handler.
+    let outcome = unsafe { handle(sig, &*info, &mut *ctx.cast::<libc::ucontext_t>()) };
+    if let Outcome::Chain = outcome {
+        // SAFETY: our own arguments, passed on unchanged.
+        unsafe { chain::chain(sig, info, ctx) };
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Copies the instruction bytes at `rip` into `buf` without reading unmapped memory: the bytes
+/// up to the end of rip's page are readable (the CPU just fetched from it); bytes beyond are read
+/// with process_vm_readv, which fails instead of faulting. Returns how many bytes were read.
+fn fetch(rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize {
+    let in_page = (PAGE_SIZE - (rip & (PAGE_SIZE - 1))) as usize;
+    let direct = in_page.min(MAX_INSTRUCTION_LEN);
+    for (i, b) in buf.iter_mut().enumerate().take(direct) {
+        // SAFETY: rip's page is mapped (the faulting instruction was fetched from it) and
+        // rip + i stays inside it.
+        *b = unsafe { core::ptr::read_volatile((rip + i as u64) as *const u8) };
+    }
+    if direct == MAX_INSTRUCTION_LEN {
+        return direct;
+    }
+    let rest = &mut buf[direct..];
+    let mut n = rest.len();
+    while n > 0 {
+        if context::read_memory(rip + direct as u64, &mut rest[..n]).is_ok() {
+            return direct + n;
+        }
+        n /= 2;
+    }
+    direct
+}
+
+/// The decision procedure of SPEC §4, then emulation.
+fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> Outcome {
+    let code = info.si_code;
+    let memory_fault = match sig {
+        libc::SIGSEGV => code == codes::SEGV_MAPERR || code == codes::SEGV_ACCERR,
+        libc::SIGBUS => code == codes::BUS_ADRERR,
+        _ => false,
+    };
+    if !memory_fault {
+        return Outcome::Chain;
+    }
+    // SAFETY: for SIGSEGV/SIGBUS raised by a memory access the kernel fills si_addr.
+    let addr = unsafe { info.si_addr() } as u64;
+    if addr >= PAGE_SIZE {
+        return Outcome::Chain;
+    }
+    let prev_default = chain::PREVIOUS.is_default(sig);
+    let mut m = SignalContext::new(uc);
+    let rip = crate::machine::Machine::rip(&m);
+    if rip < PAGE_SIZE {
+        if prev_default {
+            report::execute_in_page0(rip);
+        }
+        return Outcome::Chain;
+    }
+    let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
+    let len = fetch(rip, &mut bytes);
+    let Ok((instr, offsets)) = decode::decode(&bytes[..len], rip) else {
+        if prev_default {
+            report::outside_map(None, addr, rip, None);
+        }
+        return Outcome::Chain;
+    };
+    match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
+        Ok(()) => Outcome::Resume,
+        Err(EmulationError::NotOurs(why)) => {
+            if prev_default {
+                report::outside_map(Some(&instr), addr, rip, Some(why));
+            }
+            Outcome::Chain
+        }
+        Err(EmulationError::Unsupported(reason)) => {
+            report::cannot_emulate(&instr, &bytes[..len], reason);
+            // The instruction faults again on return and the default action kills the process
+            // with SIGSEGV at that instruction (core dump included).
+            chain::reset_default(libc::SIGSEGV);
+            chain::reset_default(libc::SIGBUS);
+            Outcome::Resume
+        }
+        Err(EmulationError::Exception(e)) => {
+            drop(m);
+            report::raise(uc, e, rip);
+            Outcome::Resume
+        }
+    }
+}

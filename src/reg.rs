@@ -1,0 +1,317 @@
+//! Typed views of the register map: `RegU64<OFF>` is the 8 bytes at page-0 offset `OFF`.
+//!
+//! Every operation is exactly one instruction with an absolute page-0 memory operand, emitted
+//! with `asm!` (so it is the same in debug and release, and never a Rust dereference of a low
+//! pointer, which would be undefined behaviour). The instruction faults and `of`'s handler
+//! emulates it against the calling thread's registers.
+//!
+//! Map semantics, not register semantics: a store of `RegU32<0>` (eax) changes bytes 0..4 of the
+//! map, the low half of rax, and leaves the high half alone (unlike `mov eax, …`).
+//!
+//! # Access classes
+//! The second parameter says whether stores are safe:
+//! - [`Plain`]: the bytes cover only registers that inline asm can declare clobbered (rax, rcx,
+//!   rdx, rsi, rdi, r8–r15). Stores and compound assignments are safe: every such register is
+//!   declared clobbered.
+//! - [`Special`]: the bytes touch rbx, rsp, rbp (which Rust's inline asm cannot declare
+//!   clobbered), rip (a write is a jump) or rflags (a write can set DF, which compiled code
+//!   assumes clear). Stores are `unsafe`.
+//!
+//! Offsets are checked at compile time: a view whose bytes leave the map (or a `Plain` view
+//! that touches a special register, or a store to the read-only fs/gs base) does not compile.
+
+use core::marker::PhantomData;
+
+/// Stores are safe (see the [module docs](self)).
+#[derive(Clone, Copy, Debug)]
+pub struct Plain;
+/// Stores are `unsafe` (see the [module docs](self)).
+#[derive(Clone, Copy, Debug)]
+pub struct Special;
+
+/// Whether `off..off + size` lies inside mapped bytes of the map (SPEC §2).
+pub const fn in_map(off: usize, size: usize) -> bool {
+    let end = off + size;
+    (end <= 0xA0) || (off >= 0x100 && end <= 0x204)
+}
+
+/// Whether `off..off + size` touches rbx, rsp, rbp (0x18..0x30) or rip/rflags/fs/gs
+/// (0x80..0xA0).
+pub const fn touches_special(off: usize, size: usize) -> bool {
+    let end = off + size;
+    (off < 0x30 && end > 0x18) || (off < 0xA0 && end > 0x80)
+}
+
+/// Whether `off..off + size` touches the read-only fs/gs bases (0x90..0xA0).
+pub const fn touches_read_only(off: usize, size: usize) -> bool {
+    let end = off + size;
+    off < 0xA0 && end > 0x90
+}
+
+macro_rules! reg_type {
+    ($name:ident, $ty:ty, $ptr:literal, $class:ident, $m:literal, $size:literal, $sfx:literal, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// Neither `Send` nor `Sync`: a view belongs to the thread whose registers it names.
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<const OFF: usize, A = Plain> {
+            _p: PhantomData<(A, *const ())>,
+        }
+
+        impl<const OFF: usize, A> $name<OFF, A> {
+            /// Size of the view in bytes.
+            pub const SIZE: usize = $size;
+            /// The view's offset in the map, in bytes.
+            pub const OFFSET: usize = OFF;
+            const IN_MAP: () = assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)");
+
+            /// The offset of this view in page 0, in bytes.
+            pub const fn offset(&self) -> usize {
+                OFF
+            }
+
+            /// Reads the view: one `mov` from `[OFF]`.
+            #[inline(always)]
+            pub fn load(&self) -> $ty {
+                let () = Self::IN_MAP;
+                let v: $ty;
+                // SAFETY: a load from the map changes no state; `of`'s handler emulates it (or,
+                // if `map_registers` was never called, the process dies with SIGSEGV).
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov {v", $m, "}, ", $ptr, " ptr [{off}]"),
+                        v = lateout($class) v,
+                        off = const OFF,
+                        options(nostack, preserves_flags, readonly),
+                    );
+                }
+                v
+            }
+
+            /// Stores without checking the access class.
+            ///
+            /// # Safety
+            /// Writing the covered registers must be sound at this point (see the module docs).
+            #[inline(always)]
+            pub unsafe fn store_unchecked(&self, value: $ty) {
+                let () = Self::IN_MAP;
+                const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
+                // SAFETY: the caller vouches for the registers the store changes; every register
+                // inline asm may name is declared clobbered.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov ", $ptr, " ptr [{off}], {v", $m, "}"),
+                        v = in($class) value,
+                        off = const OFF,
+                        lateout("rax") _, lateout("rcx") _, lateout("rdx") _, lateout("rsi") _,
+                        lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r10") _,
+                        lateout("r11") _, lateout("r12") _, lateout("r13") _, lateout("r14") _,
+                        lateout("r15") _,
+                        options(nostack),
+                    );
+                }
+            }
+
+            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, add_unchecked, "add", "Adds `value` in place (`add`), wrapping.");
+            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, sub_unchecked, "sub", "Subtracts `value` in place (`sub`), wrapping.");
+            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, and_unchecked, "and", "Bitwise and in place (`and`).");
+            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, or_unchecked, "or", "Bitwise or in place (`or`).");
+            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, xor_unchecked, "xor", "Bitwise xor in place (`xor`).");
+            reg_type!(@shift $ty, $ptr, $size, shl_unchecked, "shl", "Shifts left in place by `count` (`shl … , cl`; the CPU masks the count to 5 bits, 6 for qwords).");
+            reg_type!(@shift $ty, $ptr, $size, shr_unchecked, "shr", "Shifts right (logical) in place by `count` (`shr … , cl`; count masked as by the CPU).");
+        }
+
+        impl<const OFF: usize> $name<OFF, Plain> {
+            /// A view of the bytes at `OFF`; fails to compile if they leave the map or touch
+            /// rbx/rsp/rbp/rip/rflags/fs/gs (use [`Special`] for those).
+            pub const fn new() -> Self {
+                const { assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)") };
+                const { assert!(!touches_special(OFF, $size), "these bytes touch rbx/rsp/rbp/rip/rflags/fs/gs: use the `Special` access class, whose stores are unsafe") };
+                $name { _p: PhantomData }
+            }
+
+            /// Writes the view: one `mov` to `[OFF]`. The registers it changes are declared
+            /// clobbered.
+            #[inline(always)]
+            pub fn store(&self, value: $ty) {
+                // SAFETY: Plain views only cover registers declared clobbered by the asm.
+                unsafe { self.store_unchecked(value) }
+            }
+        }
+
+        impl<const OFF: usize> Default for $name<OFF, Plain> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<const OFF: usize> $name<OFF, Special> {
+            /// A view of the bytes at `OFF` whose stores are `unsafe`; fails to compile if the
+            /// bytes leave the map.
+            pub const fn new_special() -> Self {
+                const { assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)") };
+                $name { _p: PhantomData }
+            }
+
+            /// Writes the view: one `mov` to `[OFF]`.
+            ///
+            /// # Safety
+            /// The bytes touch rbx, rsp, rbp, rip or rflags. Changing rbx/rbp/rsp under compiled
+            /// code, jumping through rip, or setting DF is only sound when the code that runs
+            /// next expects it (for example: a jump to a function that never returns, on a
+            /// stack it owns).
+            #[inline(always)]
+            pub unsafe fn store(&self, value: $ty) {
+                // SAFETY: forwarded to the caller.
+                unsafe { self.store_unchecked(value) }
+            }
+        }
+
+        reg_type!(@ops $name, $ty, add_unchecked, AddAssign, add_assign);
+        reg_type!(@ops $name, $ty, sub_unchecked, SubAssign, sub_assign);
+        reg_type!(@ops $name, $ty, and_unchecked, BitAndAssign, bitand_assign);
+        reg_type!(@ops $name, $ty, or_unchecked, BitOrAssign, bitor_assign);
+        reg_type!(@ops $name, $ty, xor_unchecked, BitXorAssign, bitxor_assign);
+
+        impl<const OFF: usize> core::ops::ShlAssign<u32> for $name<OFF, Plain> {
+            /// One `shl [OFF], cl`.
+            #[inline(always)]
+            fn shl_assign(&mut self, count: u32) {
+                // SAFETY: Plain views only cover registers declared clobbered.
+                unsafe { self.shl_unchecked(count) }
+            }
+        }
+        impl<const OFF: usize> core::ops::ShrAssign<u32> for $name<OFF, Plain> {
+            /// One `shr [OFF], cl`.
+            #[inline(always)]
+            fn shr_assign(&mut self, count: u32) {
+                // SAFETY: Plain views only cover registers declared clobbered.
+                unsafe { self.shr_unchecked(count) }
+            }
+        }
+    };
+    (@rmw $ty:ty, $ptr:literal, $class:ident, $m:literal, $size:literal, $sfx:literal, $fn:ident, $op:literal, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// One instruction: `
+        #[doc = $op]
+        /// [OFF], r11` (or `r10` when the view covers r11, so the source never aliases the
+        /// destination bytes). Flags change as the CPU's instruction changes them.
+        ///
+        /// # Safety
+        /// As for a store: the covered registers must be writable at this point.
+        #[inline(always)]
+        pub unsafe fn $fn(&self, value: $ty) {
+            let () = Self::IN_MAP;
+            const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
+            let covers_r11 = const { OFF < 0x60 && OFF + $size > 0x58 };
+            if covers_r11 {
+                // SAFETY: forwarded to the caller; every register asm may name is declared
+                // clobbered, and the source register (r10) is not one the view covers.
+                unsafe {
+                    core::arch::asm!(
+                        concat!($op, " ", $ptr, " ptr [{off}], r10", $sfx),
+                        off = const OFF,
+                        inlateout("r10") value as u64 => _,
+                        lateout("rax") _, lateout("rcx") _, lateout("rdx") _, lateout("rsi") _,
+                        lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r11") _,
+                        lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
+                        options(nostack),
+                    );
+                }
+            } else {
+                // SAFETY: as above, with r11 as the source register.
+                unsafe {
+                    core::arch::asm!(
+                        concat!($op, " ", $ptr, " ptr [{off}], r11", $sfx),
+                        off = const OFF,
+                        inlateout("r11") value as u64 => _,
+                        lateout("rax") _, lateout("rcx") _, lateout("rdx") _, lateout("rsi") _,
+                        lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r10") _,
+                        lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+    };
+    (@shift $ty:ty, $ptr:literal, $size:literal, $fn:ident, $op:literal, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// Views that cover rcx cannot be shifted by a run-time count (the count lives in cl):
+        /// that is a compile error.
+        ///
+        /// # Safety
+        /// As for a store: the covered registers must be writable at this point.
+        #[inline(always)]
+        pub unsafe fn $fn(&self, count: u32) {
+            let () = Self::IN_MAP;
+            const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
+            const { assert!(!(OFF < 0x10 && OFF + $size > 0x08), "this view covers rcx, which holds the shift count: shift by a run-time count is not one instruction") };
+            // SAFETY: forwarded to the caller; every register asm may name is declared clobbered.
+            unsafe {
+                core::arch::asm!(
+                    concat!($op, " ", $ptr, " ptr [{off}], cl"),
+                    off = const OFF,
+                    inlateout("rcx") u64::from(count) => _,
+                    lateout("rax") _, lateout("rdx") _, lateout("rsi") _,
+                    lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r10") _,
+                    lateout("r11") _, lateout("r12") _, lateout("r13") _, lateout("r14") _,
+                    lateout("r15") _,
+                    options(nostack),
+                );
+            }
+        }
+    };
+    (@ops $name:ident, $ty:ty, $fn:ident, $tr:ident, $m:ident) => {
+        impl<const OFF: usize> core::ops::$tr<$ty> for $name<OFF, Plain> {
+            /// One read-modify-write instruction on `[OFF]`.
+            #[inline(always)]
+            fn $m(&mut self, value: $ty) {
+                // SAFETY: Plain views only cover registers declared clobbered.
+                unsafe { self.$fn(value) }
+            }
+        }
+    };
+}
+
+reg_type!(
+    RegU64,
+    u64,
+    "qword",
+    reg,
+    "",
+    8,
+    "",
+    "An 8-byte view of the register map at byte offset `OFF`."
+);
+reg_type!(
+    RegU32,
+    u32,
+    "dword",
+    reg,
+    ":e",
+    4,
+    "d",
+    "A 4-byte view of the register map at byte offset `OFF`."
+);
+reg_type!(
+    RegU16,
+    u16,
+    "word",
+    reg,
+    ":x",
+    2,
+    "w",
+    "A 2-byte view of the register map at byte offset `OFF`."
+);
+reg_type!(
+    RegU8,
+    u8,
+    "byte",
+    reg_byte,
+    "",
+    1,
+    "b",
+    "A 1-byte view of the register map at byte offset `OFF`."
+);
