@@ -33,6 +33,7 @@ extern crate alloc;
 pub mod decode;
 pub mod diag;
 pub mod emulate;
+pub mod icache;
 pub mod machine;
 pub mod map;
 pub mod regs;

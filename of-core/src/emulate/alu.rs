@@ -8,7 +8,8 @@
 //! Divisions are checked first: #DE is raised as an exception value instead of executing.
 
 use super::operands::{self, MapWrites};
-use super::{EmulationError, Exception, hostexec};
+use super::{EmulationError, Exception, fastop, hostexec};
+use crate::machine::read_reg;
 use crate::machine::Machine;
 use iced_x86::{ConstantOffsets, Instruction, Mnemonic};
 
@@ -82,6 +83,30 @@ pub fn execute<M: Machine + ?Sized>(
         )
     {
         return Err(EmulationError::Exception(Exception::DivideError));
+    }
+    if let Some(fop) = fastop::Op::of(instr.mnemonic()) {
+        // Fast path: the host's own instruction on registers, no code rewrite.
+        if op == 0 {
+            let b = if fop.binary() {
+                operands::read_plain(m, instr, 1).ok_or(bad)?
+            } else {
+                0
+            };
+            let (r, f) = fastop::compute(fop, size, value, b, m.rflags());
+            m.set_rflags(f);
+            if writes && fop.writes() {
+                operands::store_value(m, w, ea, size, r)?;
+            }
+        } else {
+            let dst = instr.op0_register();
+            let a = read_reg(m, dst).ok_or(bad)?;
+            let (r, f) = fastop::compute(fop, size, a, value, m.rflags());
+            m.set_rflags(f);
+            if fop.writes() {
+                operands::write_register(m, dst, r)?;
+            }
+        }
+        return Ok(());
     }
     let form = hostexec::register_form(instr, raw, offsets)?;
     let result = hostexec::execute(m, &form, value)?;

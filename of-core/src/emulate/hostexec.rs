@@ -517,3 +517,18 @@ pub fn execute<M: Machine + ?Sized>(
     m.set_rflags((old & !STATUS_FLAGS) | (regs.rflags & STATUS_FLAGS));
     Ok(regs.gpr[form.scratch])
 }
+
+/// The register form of an instruction that already has no memory operand: its own bytes (at
+/// most 15) followed by `ret`. Used by run-ahead for register-only instructions; the caller
+/// guarantees the instruction names neither rsp nor rip and cannot fault.
+pub fn verbatim(raw: &[u8]) -> Option<RegisterForm> {
+    if raw.len() > 15 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..raw.len()].copy_from_slice(raw);
+    bytes[raw.len()] = 0xC3;
+    // Slot 4 (rsp) is never loaded into or stored from the guest registers, so naming it as the
+    // scratch register makes `execute` ignore the operand.
+    Some(RegisterForm { bytes, len: raw.len() + 1, scratch: 4, rsp_alias: None })
+}

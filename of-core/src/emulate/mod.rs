@@ -6,9 +6,11 @@
 //! held map writes last, `rip` to the next instruction unless the instruction jumped.
 
 pub mod alu;
+pub mod fastop;
 pub mod hostexec;
 pub mod mov;
 pub mod operands;
+pub mod runahead;
 pub mod stack;
 pub mod string;
 pub mod table;

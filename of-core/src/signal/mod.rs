@@ -17,10 +17,11 @@ pub mod context;
 pub mod report;
 
 use crate::decode::{self, MAX_INSTRUCTION_LEN};
+const _: fn(&[u8], u64) -> Result<(iced_x86::Instruction, iced_x86::ConstantOffsets), decode::DecodeError> = decode::decode;
 use crate::emulate::{self, EmulationError};
 use crate::map::PAGE_SIZE;
 use context::SignalContext;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use report::codes;
 
 /// Why [`install`] failed.
@@ -92,6 +93,12 @@ pub fn installed() -> bool {
 }
 
 fn install_now() -> Result<(), InstallError> {
+    // SAFETY: getenv is called before the handler is installed, not from a signal handler.
+    let env = unsafe { libc::getenv(c"OF_RUNAHEAD".as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    if !env.is_null() && unsafe { *env } == b'0' as libc::c_char {
+        set_runahead(false);
+    }
     if !emulate::hostexec::init() {
         return Err(InstallError::ExecutableMemory);
     }
@@ -198,14 +205,22 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     }
     let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
     let len = fetch(rip, &mut bytes);
-    let Ok((instr, offsets)) = decode::decode(&bytes[..len], rip) else {
+    let Ok((instr, offsets)) = crate::icache::decode(&bytes[..len], rip) else {
         if prev_default {
             report::outside_map(None, addr, rip, None);
         }
         return Outcome::Chain;
     };
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
-        Ok(()) => Outcome::Resume,
+        Ok(()) => {
+            if runahead_enabled() {
+                let start = rip & !(PAGE_SIZE - 1);
+                let end = (rip + instr.len() as u64 - 1) | (PAGE_SIZE - 1);
+                let mut code = FetchedCode { start, end: end.wrapping_add(1) };
+                emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX);
+            }
+            Outcome::Resume
+        }
         Err(EmulationError::NotOurs(why)) => {
             if prev_default {
                 report::outside_map(Some(&instr), addr, rip, Some(why));
@@ -225,5 +240,54 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             report::raise(uc, e, rip);
             Outcome::Resume
         }
+    }
+}
+
+/// Whether run-ahead is on (see [`crate::emulate::runahead`]); on unless `OF_RUNAHEAD=0` was
+/// set when the handler was installed, or [`set_runahead`] turned it off.
+static RUNAHEAD: AtomicBool = AtomicBool::new(true);
+
+/// The most instructions one fault may run ahead.
+pub const RUNAHEAD_MAX: usize = 4096;
+
+/// Whether run-ahead emulation is on.
+pub fn runahead_enabled() -> bool {
+    RUNAHEAD.load(Ordering::Relaxed)
+}
+
+/// Turns run-ahead emulation on or off for the whole process (takes effect at the next fault).
+pub fn set_runahead(on: bool) {
+    RUNAHEAD.store(on, Ordering::Relaxed);
+}
+
+/// Run-ahead's view of the interrupted thread's code: only the page(s) the faulting
+/// instruction was fetched from, which the CPU has proven executable.
+struct FetchedCode {
+    start: u64,
+    end: u64,
+}
+
+impl emulate::runahead::CodeSource for FetchedCode {
+    fn fetch(&mut self, rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize {
+        if rip < self.start || rip >= self.end {
+            return 0;
+        }
+        let n = ((self.end - rip) as usize).min(MAX_INSTRUCTION_LEN);
+        for (i, b) in buf.iter_mut().enumerate().take(n) {
+            // SAFETY: rip + i lies in a page the CPU fetched the faulting instruction from.
+            *b = unsafe { core::ptr::read_volatile((rip + i as u64) as *const u8) };
+        }
+        n
+    }
+
+    fn decode(&mut self, bytes: &[u8], rip: u64) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
+        crate::icache::decode(bytes, rip).ok()
+    }
+
+    fn signal_pending(&mut self) -> bool {
+        let mut set: u64 = 0;
+        // SAFETY: rt_sigpending writes the kernel's 8-byte signal set to `set`.
+        let r = unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut set as *mut u64, 8usize) };
+        r != 0 || set != 0
     }
 }

@@ -1,0 +1,77 @@
+//! A bounded, lock-free, signal-safe cache of decoded instructions keyed by rip.
+//!
+//! Each of [`ENTRIES`] direct-mapped entries is guarded by an atomic state word used as a
+//! try-lock (empty / busy / valid): a reader or writer that finds the entry busy treats it as a
+//! miss and never waits, so the cache is safe to use from signal handlers on any number of
+//! threads. A hit is used only if the cached bytes equal the bytes now at rip (code can change:
+//! JITs, breakpoints), so the cache can only save decoding, never change what is executed.
+
+use crate::decode::{self, DecodeError, MAX_INSTRUCTION_LEN};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU32, Ordering};
+use iced_x86::{ConstantOffsets, Instruction};
+
+/// Number of entries.
+pub const ENTRIES: usize = 256;
+
+const EMPTY: u32 = 0;
+const BUSY: u32 = 1;
+const VALID: u32 = 2;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    rip: u64,
+    len: u8,
+    bytes: [u8; MAX_INSTRUCTION_LEN],
+    instr: Instruction,
+    offsets: ConstantOffsets,
+}
+
+struct Slot {
+    state: AtomicU32,
+    entry: UnsafeCell<MaybeUninit<Entry>>,
+}
+
+// SAFETY: `entry` is only accessed by the thread that moved `state` to BUSY.
+unsafe impl Sync for Slot {}
+
+static CACHE: [Slot; ENTRIES] = [const {
+    Slot {
+        state: AtomicU32::new(EMPTY),
+        entry: UnsafeCell::new(MaybeUninit::uninit()),
+    }
+}; ENTRIES];
+
+fn index(rip: u64) -> usize {
+    ((rip ^ (rip >> 8) ^ (rip >> 16)) as usize) % ENTRIES
+}
+
+/// Decodes the instruction in `bytes` (the bytes at `rip`), using the cache when the cached
+/// bytes match.
+///
+/// # Errors
+/// As [`decode::decode`].
+pub fn decode(bytes: &[u8], rip: u64) -> Result<(Instruction, ConstantOffsets), DecodeError> {
+    let slot = &CACHE[index(rip)];
+    if slot.state.compare_exchange(VALID, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        // SAFETY: we hold the entry (state BUSY), and it was VALID, so it is initialised.
+        let e = unsafe { (*slot.entry.get()).assume_init() };
+        slot.state.store(VALID, Ordering::Release);
+        let len = e.len as usize;
+        if e.rip == rip && bytes.len() >= len && bytes[..len] == e.bytes[..len] {
+            return Ok((e.instr, e.offsets));
+        }
+    }
+    let (instr, offsets) = decode::decode(bytes, rip)?;
+    let cur = slot.state.load(Ordering::Relaxed);
+    if cur != BUSY && slot.state.compare_exchange(cur, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        let len = instr.len();
+        let mut e = Entry { rip, len: len as u8, bytes: [0; MAX_INSTRUCTION_LEN], instr, offsets };
+        e.bytes[..len].copy_from_slice(&bytes[..len]);
+        // SAFETY: we hold the entry (state BUSY).
+        unsafe { (*slot.entry.get()).write(e) };
+        slot.state.store(VALID, Ordering::Release);
+    }
+    Ok((instr, offsets))
+}
