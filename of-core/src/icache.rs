@@ -23,7 +23,7 @@ const VALID: u32 = 2;
 struct Entry {
     rip: u64,
     len: u8,
-    bytes: [u8; MAX_INSTRUCTION_LEN],
+    bytes: u128,
     instr: Instruction,
     offsets: ConstantOffsets,
 }
@@ -47,31 +47,34 @@ fn index(rip: u64) -> usize {
     ((rip ^ (rip >> 8) ^ (rip >> 16)) as usize) % ENTRIES
 }
 
-/// Decodes the instruction in `bytes` (the bytes at `rip`), using the cache when the cached
-/// bytes match.
+/// Decodes the instruction in the first `n` (at most 15) of `bytes` (the bytes at `rip`),
+/// using the cache when the cached bytes match.
 ///
 /// # Errors
 /// As [`decode::decode`].
-pub fn decode(bytes: &[u8], rip: u64) -> Result<(Instruction, ConstantOffsets), DecodeError> {
+pub fn decode(bytes: &[u8; 16], n: usize, rip: u64) -> Result<(Instruction, ConstantOffsets), DecodeError> {
+    let n = n.min(MAX_INSTRUCTION_LEN);
+    let now = u128::from_le_bytes(*bytes);
     let slot = &CACHE[index(rip)];
     if slot.state.compare_exchange(VALID, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
         // SAFETY: we hold the entry (state BUSY), and it was VALID, so it is initialised.
-        let e = unsafe { (*slot.entry.get()).assume_init() };
-        slot.state.store(VALID, Ordering::Release);
+        let e = unsafe { (*slot.entry.get()).assume_init_ref() };
         let len = e.len as usize;
-        if e.rip == rip && bytes.len() >= len && bytes[..len] == e.bytes[..len] {
-            return Ok((e.instr, e.offsets));
+        let hit = e.rip == rip && n >= len && (now ^ e.bytes) & ((1u128 << (8 * len)) - 1) == 0;
+        let found = hit.then(|| (e.instr, e.offsets));
+        slot.state.store(VALID, Ordering::Release);
+        if let Some(found) = found {
+            return Ok(found);
         }
     }
-    let (instr, offsets) = decode::decode(bytes, rip)?;
+    let (instr, offsets) = decode::decode(&bytes[..n], rip)?;
     let cur = slot.state.load(Ordering::Relaxed);
     if cur != BUSY && slot.state.compare_exchange(cur, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-        let len = instr.len();
-        let mut e = Entry { rip, len: len as u8, bytes: [0; MAX_INSTRUCTION_LEN], instr, offsets };
-        e.bytes[..len].copy_from_slice(&bytes[..len]);
+        let e = Entry { rip, len: instr.len() as u8, bytes: now, instr, offsets };
         // SAFETY: we hold the entry (state BUSY).
         unsafe { (*slot.entry.get()).write(e) };
         slot.state.store(VALID, Ordering::Release);
     }
     Ok((instr, offsets))
 }
+

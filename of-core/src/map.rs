@@ -173,6 +173,13 @@ pub fn write_slot<M: Machine + ?Sized>(m: &mut M, slot: Slot, bytes: &[u8; 16]) 
 /// Reads `buf.len()` map bytes starting at map offset `addr`. Returns `false` (and leaves `buf`
 /// partly written) if any byte is not a register.
 pub fn read<M: Machine + ?Sized>(m: &M, addr: u64, buf: &mut [u8]) -> bool {
+    let len = buf.len();
+    if addr < RIP && (addr & 7) as usize + len <= 8 {
+        // Fast path: inside one general-purpose register.
+        let v = m.gpr((addr / 8) as usize) >> (8 * (addr & 7));
+        buf.copy_from_slice(&v.to_le_bytes()[..len]);
+        return true;
+    }
     if !is_mapped(addr, buf.len() as u64) {
         return false;
     }
@@ -194,6 +201,16 @@ pub fn read<M: Machine + ?Sized>(m: &M, addr: u64, buf: &mut [u8]) -> bool {
 /// Writes `data` to the map starting at map offset `addr`, slot by slot in address order.
 /// Returns `false` (writing nothing) if any byte is not a writable register.
 pub fn write<M: Machine + ?Sized>(m: &mut M, addr: u64, data: &[u8]) -> bool {
+    let len = data.len();
+    if addr < RIP && (addr & 7) as usize + len <= 8 && len > 0 {
+        // Fast path: inside one general-purpose register.
+        let n = (addr / 8) as usize;
+        let mut image = m.gpr(n).to_le_bytes();
+        let from = (addr & 7) as usize;
+        image[from..from + len].copy_from_slice(data);
+        m.set_gpr(n, u64::from_le_bytes(image));
+        return true;
+    }
     if !is_writable(addr, data.len() as u64) {
         return false;
     }

@@ -130,6 +130,21 @@ pub fn emulate<M: Machine + ?Sized>(
     let kind = table::classify(instr);
     let acc = operands::accesses(m, instr, kind);
     check_ownership(acc.as_slice(), fault_addr)?;
+    execute(m, instr, raw, offsets, kind)
+}
+
+/// Executes `instr` of class `kind` whose accesses have been checked (see [`emulate`], which
+/// is this plus classification and the ownership check).
+///
+/// # Errors
+/// As [`emulate`].
+pub fn execute<M: Machine + ?Sized>(
+    m: &mut M,
+    instr: &Instruction,
+    raw: &[u8],
+    offsets: &ConstantOffsets,
+    kind: Kind,
+) -> Result<(), EmulationError> {
     let here = m.rip();
     let mut writes = MapWrites::default();
     m.set_rip(instr.next_ip());

@@ -49,6 +49,15 @@ impl Accesses {
 /// scale + displacement, truncated to the address size (0x67 gives 32 bits), plus the fs/gs base
 /// for those segment overrides (other segments are flat in 64-bit mode).
 pub fn effective_address<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u32) -> Option<u64> {
+    if instr.op_kind(op) == OpKind::Memory
+        && instr.memory_base() == Register::None
+        && instr.memory_index() == Register::None
+        && !matches!(instr.memory_segment(), Register::FS | Register::GS)
+    {
+        // Fast path: an absolute address (disp32, or moffs); 0x67 truncates it to 32 bits.
+        let d = instr.memory_displacement64();
+        return Some(if instr.memory_displ_size() == 4 { d & 0xFFFF_FFFF } else { d });
+    }
     instr.virtual_address(op, 0, |reg, _, _| read_reg(m, reg))
 }
 

@@ -17,18 +17,18 @@
 use super::operands;
 use super::table::{self, Kind};
 use super::{fastop, hostexec};
-use crate::decode::MAX_INSTRUCTION_LEN;
 use crate::machine::{Machine, read_reg, write_reg};
 use crate::map;
 use iced_x86::{ConditionCode, ConstantOffsets, Instruction, Mnemonic, OpKind, Register};
 
 /// Where run-ahead gets instruction bytes and learns about pending signals.
 pub trait CodeSource {
-    /// Copies the bytes at `rip` into `buf` if they lie entirely in code the CPU has fetched
-    /// (returns how many bytes are available; fewer than the instruction needs stops run-ahead).
-    fn fetch(&mut self, rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize;
-    /// Decodes, possibly through a cache.
-    fn decode(&mut self, bytes: &[u8], rip: u64) -> Option<(Instruction, ConstantOffsets)>;
+    /// Copies the bytes at `rip` into `buf` if they lie in code the CPU has fetched (returns
+    /// how many bytes are available, at most 15; fewer than the instruction needs stops
+    /// run-ahead). Bytes of `buf` past the returned count are unspecified.
+    fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize;
+    /// Decodes the first `n` of `bytes`, possibly through a cache.
+    fn decode(&mut self, bytes: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)>;
     /// Whether a signal is waiting (checked every [`SIGNAL_CHECK_EVERY`] instructions).
     fn signal_pending(&mut self) -> bool;
 }
@@ -183,10 +183,174 @@ fn map_only<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> bool
         && list.iter().all(|a| map::is_mapped(a.addr, a.size) && (!a.write || map::is_writable(a.addr, a.size)))
 }
 
+/// A source operand of a predecoded fast path.
+#[derive(Clone, Copy)]
+enum Source {
+    None,
+    Register(Register),
+    Immediate(u64),
+}
+
+/// Predecoded shapes that run-ahead executes without going through classification again.
+#[derive(Clone, Copy)]
+enum Fast {
+    /// Nothing precomputed: take the general path.
+    General,
+    /// `op [abs], src` or `op reg, [abs]` on map bytes inside one register's slot region.
+    MapAlu { op: fastop::Op, size: u64, ea: u64, mem_dst: bool, reg: Register, src: Source },
+    /// `op reg, src` on registers.
+    RegisterAlu { op: fastop::Op, dst: Register, src: Source },
+    /// Conditional near branch.
+    Jcc { cc: ConditionCode, target: u64 },
+}
+
+fn source(instr: &Instruction, op: u32) -> Option<Source> {
+    if op >= instr.op_count() {
+        return Some(Source::None);
+    }
+    match instr.op_kind(op) {
+        OpKind::Register => {
+            let r = instr.op_register(op);
+            (r.is_gpr() && r.full_register() != Register::RSP).then_some(Source::Register(r))
+        }
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Some(Source::Immediate(instr.immediate(op))),
+        _ => None,
+    }
+}
+
+fn predecode(instr: &Instruction) -> Fast {
+    if instr.is_jcc_short_or_near() {
+        return Fast::Jcc { cc: instr.condition_code(), target: instr.near_branch_target() };
+    }
+    let Some(op) = fastop::Op::of(instr.mnemonic()) else {
+        return Fast::General;
+    };
+    if instr.has_segment_prefix() {
+        return Fast::General;
+    }
+    let mem = (0..instr.op_count()).find(|&i| instr.op_kind(i) == OpKind::Memory);
+    match mem {
+        Some(mi) => {
+            if instr.memory_base() != Register::None || instr.memory_index() != Register::None {
+                return Fast::General;
+            }
+            let size = instr.memory_size().size() as u64;
+            let d = instr.memory_displacement64();
+            let ea = if instr.memory_displ_size() == 4 { d & 0xFFFF_FFFF } else { d };
+            // Inside one general-purpose register slot, so the fast map accessors apply.
+            if !(ea < map::RIP && (ea & 7) + size <= 8 && matches!(size, 1 | 2 | 4 | 8)) {
+                return Fast::General;
+            }
+            if mi == 0 {
+                match source(instr, 1) {
+                    Some(src) => Fast::MapAlu { op, size, ea, mem_dst: true, reg: Register::None, src },
+                    None => Fast::General,
+                }
+            } else {
+                let reg = instr.op0_register();
+                if instr.op0_kind() != OpKind::Register || !reg.is_gpr() || reg.full_register() == Register::RSP {
+                    return Fast::General;
+                }
+                Fast::MapAlu { op, size, ea, mem_dst: false, reg, src: Source::None }
+            }
+        }
+        None => {
+            if instr.has_lock_prefix() || instr.op0_kind() != OpKind::Register {
+                return Fast::General;
+            }
+            let dst = instr.op0_register();
+            if !dst.is_gpr() || dst.full_register() == Register::RSP {
+                return Fast::General;
+            }
+            match source(instr, 1) {
+                Some(src) => Fast::RegisterAlu { op, dst, src },
+                None => Fast::General,
+            }
+        }
+    }
+}
+
+fn source_value<M: Machine + ?Sized>(m: &M, src: Source) -> u64 {
+    match src {
+        Source::None => 0,
+        Source::Register(r) => read_reg(m, r).unwrap_or(0),
+        Source::Immediate(v) => v,
+    }
+}
+
+/// Executes a predecoded fast shape; `false` if the shape is `General`.
+fn fast<M: Machine + ?Sized>(m: &mut M, f: Fast, next: u64) -> bool {
+    match f {
+        Fast::General => false,
+        Fast::Jcc { cc, target } => {
+            m.set_rip(if condition(cc, m.rflags()) { target } else { next });
+            true
+        }
+        Fast::RegisterAlu { op, dst, src } => {
+            let a = read_reg(m, dst).unwrap_or(0);
+            let b = source_value(m, src);
+            let (r, fl) = fastop::compute(op, dst.size() as u64, a, b, m.rflags());
+            m.set_rip(next);
+            m.set_rflags(fl);
+            if op.writes() {
+                write_reg(m, dst, r);
+            }
+            true
+        }
+        Fast::MapAlu { op, size, ea, mem_dst, reg, src } => {
+            let mut buf = [0u8; 8];
+            map::read(m, ea, &mut buf[..size as usize]);
+            let value = u64::from_le_bytes(buf);
+            m.set_rip(next);
+            if mem_dst {
+                let b = source_value(m, src);
+                let (r, fl) = fastop::compute(op, size, value, b, m.rflags());
+                m.set_rflags(fl);
+                if op.writes() {
+                    map::write(m, ea, &r.to_le_bytes()[..size as usize]);
+                }
+            } else {
+                let a = read_reg(m, reg).unwrap_or(0);
+                let (r, fl) = fastop::compute(op, size, a, value, m.rflags());
+                m.set_rflags(fl);
+                if op.writes() {
+                    write_reg(m, reg, r);
+                }
+            }
+            true
+        }
+    }
+}
+
+/// A decoded instruction remembered for the rest of one run-ahead pass (loops revisit the same
+/// few addresses), re-validated against the bytes at rip before each use.
+#[derive(Clone, Copy)]
+struct Seen {
+    rip: u64,
+    bytes: u128,
+    len: usize,
+    instr: Instruction,
+    offsets: ConstantOffsets,
+    kind: Kind,
+    has_memory: bool,
+    fast: Fast,
+}
+
+const LOCAL: usize = 8;
+
 /// Runs ahead from `m.rip()` for at most `max` instructions. Returns how many were executed.
 pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(m: &mut M, src: &mut S, max: usize) -> usize {
     let mut done = 0;
-    let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
+    let mut bytes = [0u8; 16];
+    let mut seen: [Option<Seen>; LOCAL] = [None; LOCAL];
+    let mut next_victim = 0;
     while done < max {
         if m.rflags() & TF != 0 {
             break;
@@ -196,24 +360,47 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(m: &mut M, src: &mut S, 
         }
         let rip = m.rip();
         let n = src.fetch(rip, &mut bytes);
-        let Some((instr, offsets)) = src.decode(&bytes[..n], rip) else {
-            break;
+        let now = u128::from_le_bytes(bytes);
+        // Fully associative over LOCAL entries, round-robin replacement.
+        let found = seen.iter().position(|e| {
+            matches!(e, Some(e) if e.rip == rip && n >= e.len
+                && (now ^ e.bytes) & ((1u128 << (8 * e.len)) - 1) == 0)
+        });
+        let slot = found.unwrap_or(next_victim);
+        let e = match (found, &seen[slot]) {
+            (Some(_), Some(e)) => e,
+            _ => {
+                next_victim = (next_victim + 1) % LOCAL;
+                let Some((instr, offsets)) = src.decode(&bytes, n, rip) else {
+                    break;
+                };
+                let kind = table::classify(&instr);
+                let has_memory = matches!(kind, Kind::Stack | Kind::String)
+                    || (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
+                        && kind != Kind::NoAccess;
+                let fast = predecode(&instr);
+                let e = Seen { rip, bytes: now, len: instr.len(), instr, offsets, kind, has_memory, fast };
+                seen[slot] = Some(e);
+                match &seen[slot] {
+                    Some(e) => e,
+                    None => break,
+                }
+            }
         };
-        let kind = table::classify(&instr);
-        let has_memory = matches!(kind, Kind::Stack | Kind::String)
-            || (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory) && kind != Kind::NoAccess;
-        let ok = if has_memory {
+        let (instr, offsets, kind) = (&e.instr, &e.offsets, e.kind);
+        let ok = if fast(m, e.fast, instr.next_ip()) {
+            true
+        } else if e.has_memory {
             match kind {
                 Kind::Unsupported(_) | Kind::NoAccess => false,
-                _ if !map_only(m, &instr, kind) => false,
-                _ => super::emulate(m, &instr, &bytes[..n], &offsets, None).is_ok(),
+                _ if !map_only(m, instr, kind) => false,
+                _ => super::execute(m, instr, &bytes[..n], offsets, kind).is_ok(),
             }
         } else {
-            let here = rip;
             m.set_rip(instr.next_ip());
-            let ok = register_only(m, &instr, &bytes[..n]);
+            let ok = register_only(m, instr, &bytes[..n]);
             if !ok {
-                m.set_rip(here);
+                m.set_rip(rip);
             }
             ok
         };

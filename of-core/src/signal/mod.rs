@@ -16,8 +16,7 @@ pub mod chain;
 pub mod context;
 pub mod report;
 
-use crate::decode::{self, MAX_INSTRUCTION_LEN};
-const _: fn(&[u8], u64) -> Result<(iced_x86::Instruction, iced_x86::ConstantOffsets), decode::DecodeError> = decode::decode;
+use crate::decode::MAX_INSTRUCTION_LEN;
 use crate::emulate::{self, EmulationError};
 use crate::map::PAGE_SIZE;
 use context::SignalContext;
@@ -156,8 +155,14 @@ pub unsafe extern "C" fn handler(
 /// Copies the instruction bytes at `rip` into `buf` without reading unmapped memory: the bytes
 /// up to the end of rip's page are readable (the CPU just fetched from it); bytes beyond are read
 /// with process_vm_readv, which fails instead of faulting. Returns how many bytes were read.
-fn fetch(rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize {
+fn fetch(rip: u64, buf: &mut [u8; 16]) -> usize {
     let in_page = (PAGE_SIZE - (rip & (PAGE_SIZE - 1))) as usize;
+    if in_page >= 16 {
+        // SAFETY: rip..rip+16 lies in rip's page, which is mapped (the faulting instruction was
+        // fetched from it). One unaligned 16-byte load.
+        *buf = unsafe { core::ptr::read_unaligned(rip as *const u128) }.to_le_bytes();
+        return MAX_INSTRUCTION_LEN;
+    }
     let direct = in_page.min(MAX_INSTRUCTION_LEN);
     for (i, b) in buf.iter_mut().enumerate().take(direct) {
         // SAFETY: rip's page is mapped (the faulting instruction was fetched from it) and
@@ -167,7 +172,7 @@ fn fetch(rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize {
     if direct == MAX_INSTRUCTION_LEN {
         return direct;
     }
-    let rest = &mut buf[direct..];
+    let rest = &mut buf[direct..MAX_INSTRUCTION_LEN];
     let mut n = rest.len();
     while n > 0 {
         if context::read_memory(rip + direct as u64, &mut rest[..n]).is_ok() {
@@ -203,9 +208,9 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
         }
         return Outcome::Chain;
     }
-    let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
+    let mut bytes = [0u8; 16];
     let len = fetch(rip, &mut bytes);
-    let Ok((instr, offsets)) = crate::icache::decode(&bytes[..len], rip) else {
+    let Ok((instr, offsets)) = crate::icache::decode(&bytes, len, rip) else {
         if prev_default {
             report::outside_map(None, addr, rip, None);
         }
@@ -268,11 +273,17 @@ struct FetchedCode {
 }
 
 impl emulate::runahead::CodeSource for FetchedCode {
-    fn fetch(&mut self, rip: u64, buf: &mut [u8; MAX_INSTRUCTION_LEN]) -> usize {
+    fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
         if rip < self.start || rip >= self.end {
             return 0;
         }
         let n = ((self.end - rip) as usize).min(MAX_INSTRUCTION_LEN);
+        if self.end - rip >= 16 {
+            // SAFETY: rip..rip+16 lies in the page(s) the CPU fetched the faulting instruction
+            // from. One unaligned 16-byte load (the bytes are re-validated by the caller).
+            *buf = unsafe { core::ptr::read_unaligned(rip as *const u128) }.to_le_bytes();
+            return n;
+        }
         for (i, b) in buf.iter_mut().enumerate().take(n) {
             // SAFETY: rip + i lies in a page the CPU fetched the faulting instruction from.
             *b = unsafe { core::ptr::read_volatile((rip + i as u64) as *const u8) };
@@ -280,8 +291,8 @@ impl emulate::runahead::CodeSource for FetchedCode {
         n
     }
 
-    fn decode(&mut self, bytes: &[u8], rip: u64) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
-        crate::icache::decode(bytes, rip).ok()
+    fn decode(&mut self, bytes: &[u8; 16], n: usize, rip: u64) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
+        crate::icache::decode(bytes, n, rip).ok()
     }
 
     fn signal_pending(&mut self) -> bool {
