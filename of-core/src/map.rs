@@ -234,3 +234,108 @@ pub fn write<M: Machine + ?Sized>(m: &mut M, addr: u64, data: &[u8]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::RegisterFile;
+
+    fn file() -> RegisterFile {
+        let mut m = RegisterFile::default();
+        for (i, g) in m.gpr.iter_mut().enumerate() {
+            // Byte k of register i is 0x10 * i + k: every byte of the image is distinct.
+            *g = u64::from_le_bytes(core::array::from_fn(|k| (0x10 * i + k) as u8));
+        }
+        m.rip = 0x1122_3344_5566_7788;
+        m.rflags = 0x0003_0246; // RF and VM set, IF, ZF, PF, bit 1
+        m.fs_base = 0xAAAA;
+        m.gs_base = 0xBBBB;
+        m
+    }
+
+    #[test]
+    fn an_eight_byte_read_at_4_joins_rax_high_and_rcx_low() {
+        let m = file();
+        let mut b = [0u8; 8];
+        assert!(read(&m, 4, &mut b));
+        assert_eq!(b, [0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13]);
+    }
+
+    #[test]
+    fn a_two_byte_write_at_7_changes_rax_top_byte_and_rcx_low_byte() {
+        let mut m = file();
+        let before = m.clone();
+        assert!(write(&mut m, 7, &[0xEE, 0xDD]));
+        assert_eq!(
+            m.gpr[0],
+            (before.gpr[0] & 0x00FF_FFFF_FFFF_FFFF) | 0xEE00_0000_0000_0000
+        );
+        assert_eq!(m.gpr[1], (before.gpr[1] & !0xFF) | 0xDD);
+        assert_eq!(&m.gpr[2..], &before.gpr[2..]);
+    }
+
+    #[test]
+    fn rflags_reads_clear_rf_and_vm_and_writes_change_only_status_and_df() {
+        let mut m = file();
+        let mut b = [0u8; 8];
+        assert!(read(&m, RFLAGS, &mut b));
+        assert_eq!(u64::from_le_bytes(b), 0x246);
+        assert!(write(&mut m, RFLAGS, &u64::MAX.to_le_bytes()));
+        assert_eq!(m.rflags, 0x0003_0246 | 0xCD5);
+        assert!(write(&mut m, RFLAGS, &0u64.to_le_bytes()));
+        assert_eq!(m.rflags, 0x0003_0246 & !0xCD5);
+    }
+
+    #[test]
+    fn rip_slot_reads_and_writes_rip() {
+        let mut m = file();
+        let mut b = [0u8; 8];
+        assert!(read(&m, RIP, &mut b));
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
+        assert!(write(&mut m, RIP, &0x4000u64.to_le_bytes()));
+        assert_eq!(m.rip, 0x4000);
+    }
+
+    #[test]
+    fn fs_and_gs_bases_are_readable_but_not_writable() {
+        let mut m = file();
+        let mut b = [0u8; 8];
+        assert!(read(&m, FS_BASE, &mut b));
+        assert_eq!(u64::from_le_bytes(b), 0xAAAA);
+        assert!(read(&m, GS_BASE, &mut b));
+        assert_eq!(u64::from_le_bytes(b), 0xBBBB);
+        assert!(!write(&mut m, FS_BASE, &[0; 8]));
+        assert!(!write(&mut m, 0x8C, &[0; 8])); // straddles rflags and fs base
+        assert_eq!(m.fs_base, 0xAAAA);
+    }
+
+    #[test]
+    fn bytes_outside_the_table_are_not_registers() {
+        let m = file();
+        let mut b = [0u8; 8];
+        assert!(!read(&m, 0x800, &mut b));
+        assert!(!read(&m, 0x9C, &mut b)); // gs base high half + 0xA0..0xA4
+        assert!(!read(&m, 0xF8, &mut b)); // 0xF8..0x100 is a hole
+        assert!(!read(&m, 0x200, &mut b)); // mxcsr is 4 bytes
+        let mut d = [0u8; 4];
+        assert!(read(&m, 0x200, &mut d));
+        assert_eq!(u32::from_le_bytes(d), 0x1F80);
+        assert!(is_mapped(0x00, 0xA0) && is_mapped(0x100, 0x104) && !is_mapped(0x00, 0xA1));
+    }
+
+    #[test]
+    fn xmm_slots_are_sixteen_bytes_each() {
+        let mut m = file();
+        m.xmm[3] = 0x0F0E_0D0C_0B0A_0908_0706_0504_0302_0100;
+        let mut b = [0u8; 4];
+        assert!(read(&m, XMM_BASE + 16 * 3 + 6, &mut b));
+        assert_eq!(b, [6, 7, 8, 9]);
+        assert!(write(
+            &mut m,
+            XMM_BASE + 16 * 3 + 14,
+            &[0xAA, 0xBB, 0xCC, 0xDD]
+        ));
+        assert_eq!(m.xmm[3] >> 112, 0xBBAA);
+        assert_eq!(m.xmm[4] & 0xFFFF, 0xDDCC);
+    }
+}
