@@ -20,7 +20,7 @@ use crate::decode::MAX_INSTRUCTION_LEN;
 use crate::emulate::{self, EmulationError};
 use crate::map::PAGE_SIZE;
 use context::SignalContext;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use report::codes;
 
 /// Why [`install`] failed.
@@ -218,11 +218,18 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     };
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
+            FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
             if runahead_enabled() {
                 let start = rip & !(PAGE_SIZE - 1);
                 let end = (rip + instr.len() as u64 - 1) | (PAGE_SIZE - 1);
-                let mut code = FetchedCode { start, end: end.wrapping_add(1) };
-                emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX);
+                let mut code = FetchedCode {
+                    start,
+                    end: end.wrapping_add(1),
+                };
+                let n = emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX);
+                if n > 0 {
+                    RUNAHEAD_INSTRUCTIONS.fetch_add(n as u64, Ordering::Relaxed);
+                }
             }
             Outcome::Resume
         }
@@ -251,6 +258,28 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
 /// Whether run-ahead is on (see [`crate::emulate::runahead`]); on unless `OF_RUNAHEAD=0` was
 /// set when the handler was installed, or [`set_runahead`] turned it off.
 static RUNAHEAD: AtomicBool = AtomicBool::new(true);
+
+/// Faults emulated since installation (each counts once, however far it ran ahead).
+static FAULTS_EMULATED: AtomicU64 = AtomicU64::new(0);
+/// Instructions emulated by run-ahead (beyond the faulting instructions).
+static RUNAHEAD_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counters of the fault path, for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Faults whose instruction was emulated.
+    pub faults_emulated: u64,
+    /// Further instructions emulated by run-ahead in those faults.
+    pub runahead_instructions: u64,
+}
+
+/// The counters since installation (process-wide, relaxed: exact once threads are quiet).
+pub fn stats() -> Stats {
+    Stats {
+        faults_emulated: FAULTS_EMULATED.load(Ordering::Relaxed),
+        runahead_instructions: RUNAHEAD_INSTRUCTIONS.load(Ordering::Relaxed),
+    }
+}
 
 /// The most instructions one fault may run ahead.
 pub const RUNAHEAD_MAX: usize = 4096;
@@ -291,7 +320,12 @@ impl emulate::runahead::CodeSource for FetchedCode {
         n
     }
 
-    fn decode(&mut self, bytes: &[u8; 16], n: usize, rip: u64) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
+    fn decode(
+        &mut self,
+        bytes: &[u8; 16],
+        n: usize,
+        rip: u64,
+    ) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
         crate::icache::decode(bytes, n, rip).ok()
     }
 
