@@ -52,11 +52,19 @@ fn index(rip: u64) -> usize {
 ///
 /// # Errors
 /// As [`decode::decode`].
-pub fn decode(bytes: &[u8; 16], n: usize, rip: u64) -> Result<(Instruction, ConstantOffsets), DecodeError> {
+pub fn decode(
+    bytes: &[u8; 16],
+    n: usize,
+    rip: u64,
+) -> Result<(Instruction, ConstantOffsets), DecodeError> {
     let n = n.min(MAX_INSTRUCTION_LEN);
     let now = u128::from_le_bytes(*bytes);
     let slot = &CACHE[index(rip)];
-    if slot.state.compare_exchange(VALID, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    if slot
+        .state
+        .compare_exchange(VALID, BUSY, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
         // SAFETY: we hold the entry (state BUSY), and it was VALID, so it is initialised.
         let e = unsafe { (*slot.entry.get()).assume_init_ref() };
         let len = e.len as usize;
@@ -69,12 +77,22 @@ pub fn decode(bytes: &[u8; 16], n: usize, rip: u64) -> Result<(Instruction, Cons
     }
     let (instr, offsets) = decode::decode(&bytes[..n], rip)?;
     let cur = slot.state.load(Ordering::Relaxed);
-    if cur != BUSY && slot.state.compare_exchange(cur, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-        let e = Entry { rip, len: instr.len() as u8, bytes: now, instr, offsets };
+    if cur != BUSY
+        && slot
+            .state
+            .compare_exchange(cur, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        let e = Entry {
+            rip,
+            len: instr.len() as u8,
+            bytes: now,
+            instr,
+            offsets,
+        };
         // SAFETY: we hold the entry (state BUSY).
         unsafe { (*slot.entry.get()).write(e) };
         slot.state.store(VALID, Ordering::Release);
     }
     Ok((instr, offsets))
 }
-

@@ -9,8 +9,8 @@
 
 use super::operands::{self, MapWrites};
 use super::{EmulationError, Exception, fastop, hostexec};
-use crate::machine::read_reg;
 use crate::machine::Machine;
+use crate::machine::read_reg;
 use iced_x86::{ConstantOffsets, Instruction, Mnemonic};
 
 /// Whether `div`/`idiv` of rdx:rax (per operand size) by `divisor` raises #DE (Intel SDM Vol. 2A,

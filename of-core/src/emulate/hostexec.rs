@@ -530,5 +530,10 @@ pub fn verbatim(raw: &[u8]) -> Option<RegisterForm> {
     bytes[raw.len()] = 0xC3;
     // Slot 4 (rsp) is never loaded into or stored from the guest registers, so naming it as the
     // scratch register makes `execute` ignore the operand.
-    Some(RegisterForm { bytes, len: raw.len() + 1, scratch: 4, rsp_alias: None })
+    Some(RegisterForm {
+        bytes,
+        len: raw.len() + 1,
+        scratch: 4,
+        rsp_alias: None,
+    })
 }

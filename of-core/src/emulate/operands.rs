@@ -56,7 +56,11 @@ pub fn effective_address<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u3
     {
         // Fast path: an absolute address (disp32, or moffs); 0x67 truncates it to 32 bits.
         let d = instr.memory_displacement64();
-        return Some(if instr.memory_displ_size() == 4 { d & 0xFFFF_FFFF } else { d });
+        return Some(if instr.memory_displ_size() == 4 {
+            d & 0xFFFF_FFFF
+        } else {
+            d
+        });
     }
     instr.virtual_address(op, 0, |reg, _, _| read_reg(m, reg))
 }

@@ -28,7 +28,12 @@ pub trait CodeSource {
     /// run-ahead). Bytes of `buf` past the returned count are unspecified.
     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize;
     /// Decodes the first `n` of `bytes`, possibly through a cache.
-    fn decode(&mut self, bytes: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)>;
+    fn decode(
+        &mut self,
+        bytes: &[u8; 16],
+        n: usize,
+        rip: u64,
+    ) -> Option<(Instruction, ConstantOffsets)>;
     /// Whether a signal is waiting (checked every [`SIGNAL_CHECK_EVERY`] instructions).
     fn signal_pending(&mut self) -> bool;
 }
@@ -89,11 +94,15 @@ fn lea<M: Machine + ?Sized>(m: &mut M, instr: &Instruction) -> bool {
     }
     let mut ea = instr.memory_displacement64();
     if base != Register::None {
-        let Some(b) = read_reg(m, base) else { return false };
+        let Some(b) = read_reg(m, base) else {
+            return false;
+        };
         ea = ea.wrapping_add(b);
     }
     if index != Register::None {
-        let Some(x) = read_reg(m, index) else { return false };
+        let Some(x) = read_reg(m, index) else {
+            return false;
+        };
         ea = ea.wrapping_add(x.wrapping_mul(u64::from(instr.memory_index_scale())));
     }
     if base.is_gpr32() || index.is_gpr32() {
@@ -115,7 +124,8 @@ fn register_only<M: Machine + ?Sized>(m: &mut M, instr: &Instruction, raw: &[u8]
         m.set_rip(instr.near_branch_target());
         return true;
     }
-    if instr.has_lock_prefix() || (instr.has_segment_prefix() && instr.mnemonic() != Mnemonic::Lea) {
+    if instr.has_lock_prefix() || (instr.has_segment_prefix() && instr.mnemonic() != Mnemonic::Lea)
+    {
         return false;
     }
     if !plain_registers(instr) {
@@ -145,7 +155,9 @@ fn register_only<M: Machine + ?Sized>(m: &mut M, instr: &Instruction, raw: &[u8]
                 }
                 let dst = instr.op0_register();
                 let size = dst.size() as u64;
-                let Some(a) = read_reg(m, dst) else { return false };
+                let Some(a) = read_reg(m, dst) else {
+                    return false;
+                };
                 let b = if op.binary() {
                     match operands::read_plain(m, instr, 1) {
                         Some(b) => b,
@@ -180,7 +192,9 @@ fn map_only<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> bool
     let acc = operands::accesses(m, instr, kind);
     let list = acc.as_slice();
     !list.is_empty()
-        && list.iter().all(|a| map::is_mapped(a.addr, a.size) && (!a.write || map::is_writable(a.addr, a.size)))
+        && list.iter().all(|a| {
+            map::is_mapped(a.addr, a.size) && (!a.write || map::is_writable(a.addr, a.size))
+        })
 }
 
 /// A source operand of a predecoded fast path.
@@ -197,9 +211,20 @@ enum Fast {
     /// Nothing precomputed: take the general path.
     General,
     /// `op [abs], src` or `op reg, [abs]` on map bytes inside one register's slot region.
-    MapAlu { op: fastop::Op, size: u64, ea: u64, mem_dst: bool, reg: Register, src: Source },
+    MapAlu {
+        op: fastop::Op,
+        size: u64,
+        ea: u64,
+        mem_dst: bool,
+        reg: Register,
+        src: Source,
+    },
     /// `op reg, src` on registers.
-    RegisterAlu { op: fastop::Op, dst: Register, src: Source },
+    RegisterAlu {
+        op: fastop::Op,
+        dst: Register,
+        src: Source,
+    },
     /// Conditional near branch.
     Jcc { cc: ConditionCode, target: u64 },
 }
@@ -227,7 +252,10 @@ fn source(instr: &Instruction, op: u32) -> Option<Source> {
 
 fn predecode(instr: &Instruction) -> Fast {
     if instr.is_jcc_short_or_near() {
-        return Fast::Jcc { cc: instr.condition_code(), target: instr.near_branch_target() };
+        return Fast::Jcc {
+            cc: instr.condition_code(),
+            target: instr.near_branch_target(),
+        };
     }
     let Some(op) = fastop::Op::of(instr.mnemonic()) else {
         return Fast::General;
@@ -243,22 +271,43 @@ fn predecode(instr: &Instruction) -> Fast {
             }
             let size = instr.memory_size().size() as u64;
             let d = instr.memory_displacement64();
-            let ea = if instr.memory_displ_size() == 4 { d & 0xFFFF_FFFF } else { d };
+            let ea = if instr.memory_displ_size() == 4 {
+                d & 0xFFFF_FFFF
+            } else {
+                d
+            };
             // Inside one general-purpose register slot, so the fast map accessors apply.
             if !(ea < map::RIP && (ea & 7) + size <= 8 && matches!(size, 1 | 2 | 4 | 8)) {
                 return Fast::General;
             }
             if mi == 0 {
                 match source(instr, 1) {
-                    Some(src) => Fast::MapAlu { op, size, ea, mem_dst: true, reg: Register::None, src },
+                    Some(src) => Fast::MapAlu {
+                        op,
+                        size,
+                        ea,
+                        mem_dst: true,
+                        reg: Register::None,
+                        src,
+                    },
                     None => Fast::General,
                 }
             } else {
                 let reg = instr.op0_register();
-                if instr.op0_kind() != OpKind::Register || !reg.is_gpr() || reg.full_register() == Register::RSP {
+                if instr.op0_kind() != OpKind::Register
+                    || !reg.is_gpr()
+                    || reg.full_register() == Register::RSP
+                {
                     return Fast::General;
                 }
-                Fast::MapAlu { op, size, ea, mem_dst: false, reg, src: Source::None }
+                Fast::MapAlu {
+                    op,
+                    size,
+                    ea,
+                    mem_dst: false,
+                    reg,
+                    src: Source::None,
+                }
             }
         }
         None => {
@@ -290,7 +339,11 @@ fn fast<M: Machine + ?Sized>(m: &mut M, f: Fast, next: u64) -> bool {
     match f {
         Fast::General => false,
         Fast::Jcc { cc, target } => {
-            m.set_rip(if condition(cc, m.rflags()) { target } else { next });
+            m.set_rip(if condition(cc, m.rflags()) {
+                target
+            } else {
+                next
+            });
             true
         }
         Fast::RegisterAlu { op, dst, src } => {
@@ -304,7 +357,14 @@ fn fast<M: Machine + ?Sized>(m: &mut M, f: Fast, next: u64) -> bool {
             }
             true
         }
-        Fast::MapAlu { op, size, ea, mem_dst, reg, src } => {
+        Fast::MapAlu {
+            op,
+            size,
+            ea,
+            mem_dst,
+            reg,
+            src,
+        } => {
             let mut buf = [0u8; 8];
             map::read(m, ea, &mut buf[..size as usize]);
             let value = u64::from_le_bytes(buf);
@@ -346,7 +406,11 @@ struct Seen {
 const LOCAL: usize = 8;
 
 /// Runs ahead from `m.rip()` for at most `max` instructions. Returns how many were executed.
-pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(m: &mut M, src: &mut S, max: usize) -> usize {
+pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
+    m: &mut M,
+    src: &mut S,
+    max: usize,
+) -> usize {
     let mut done = 0;
     let mut bytes = [0u8; 16];
     let mut seen: [Option<Seen>; LOCAL] = [None; LOCAL];
@@ -379,7 +443,16 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(m: &mut M, src: &mut S, 
                     || (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
                         && kind != Kind::NoAccess;
                 let fast = predecode(&instr);
-                let e = Seen { rip, bytes: now, len: instr.len(), instr, offsets, kind, has_memory, fast };
+                let e = Seen {
+                    rip,
+                    bytes: now,
+                    len: instr.len(),
+                    instr,
+                    offsets,
+                    kind,
+                    has_memory,
+                    fast,
+                };
                 seen[slot] = Some(e);
                 match &seen[slot] {
                     Some(e) => e,
