@@ -159,6 +159,7 @@ pub fn execute<M: Machine + ?Sized>(
         Kind::String => string::execute(m, instr, here),
         Kind::CompareExchangeWide => wide::execute(m, instr, &mut writes),
         Kind::NoAccess => Err(EmulationError::NotOurs(NotOurs::NoMapAccess)),
+        Kind::CacheControl => Ok(()),
         Kind::Unsupported(reason) => Err(EmulationError::Unsupported(reason)),
     };
     match r {

@@ -223,6 +223,11 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
                 });
             }
         }
+        Kind::CacheControl => {
+            if let Some((_, ea, _)) = explicit {
+                acc.push(Access { addr: ea, size: 1, write: false });
+            }
+        }
         Kind::Unsupported(_) => {
             if let Some((op, ea, size)) = explicit {
                 acc.push(Access {

@@ -29,6 +29,8 @@ pub enum Kind {
     CompareExchangeWide,
     /// The instruction names memory but never accesses it (lea, nop, prefetch): never ours.
     NoAccess,
+    /// clflush, clflushopt, clwb, cldemote: checked like a 1-byte read, then a no-op.
+    CacheControl,
     /// An instruction that touches the map but is not emulated, with the reason.
     Unsupported(&'static str),
 }
@@ -48,7 +50,10 @@ pub fn classify(instr: &Instruction) -> Kind {
             }
             Kind::Move
         }
-        M::Movzx | M::Movsx | M::Movsxd | M::Movbe | M::Xlatb => Kind::Move,
+        // movnti/movdiri are stores with a cache hint: on the register image, plain stores.
+        M::Movzx | M::Movsx | M::Movsxd | M::Movbe | M::Xlatb | M::Movnti | M::Movdiri => {
+            Kind::Move
+        }
 
         M::Add
         | M::Or
@@ -132,6 +137,9 @@ pub fn classify(instr: &Instruction) -> Kind {
         | M::Cmovle
         | M::Cmovg => Kind::Host { writes: mem_op0 },
         M::Cmp | M::Test => Kind::Host { writes: false },
+        // Selector checks read a 16-bit selector from memory or a register alike.
+        M::Lar | M::Lsl => Kind::Host { writes: false },
+        M::Verr | M::Verw => Kind::Host { writes: false },
         M::Bt | M::Bts | M::Btr | M::Btc => {
             let writes = instr.mnemonic() != M::Bt;
             if instr.op1_kind() == OpKind::Register {
@@ -193,6 +201,10 @@ pub fn classify(instr: &Instruction) -> Kind {
         | M::Prefetcht2
         | M::Prefetchw
         | M::Prefetchwt1 => Kind::NoAccess,
+
+        // Cache-line flushes and hints fault like an access but change no architectural state:
+        // on register bytes they retire as no-ops.
+        M::Clflush | M::Clflushopt | M::Clwb | M::Cldemote => Kind::CacheControl,
 
         _ => Kind::Unsupported(unsupported_reason(instr)),
     }
