@@ -1,0 +1,28 @@
+# C and assembly front end for of. `make joy` builds libof.a and runs examples/example.s.
+CARGO ?= cargo
+CC ?= cc
+CARGO_TARGET_DIR ?= target
+export CARGO_TARGET_DIR
+LIBOF := $(CARGO_TARGET_DIR)/release/libof.a
+# What the Rust standard library inside libof.a needs (cargo rustc -- --print native-static-libs).
+LDLIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+BUILD := $(CARGO_TARGET_DIR)/c
+
+.PHONY: joy libof clean hello
+
+libof:
+	$(CARGO) build --release --workspace --lib
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+joy: libof | $(BUILD)
+	$(CC) -o $(BUILD)/example examples/example.s $(LIBOF) $(LDLIBS)
+	$(BUILD)/example
+
+hello: libof | $(BUILD)
+	$(CC) -O2 -Wall -Iinclude -fno-delete-null-pointer-checks -o $(BUILD)/hello examples/hello.c $(LIBOF) $(LDLIBS)
+	$(BUILD)/hello
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,65 @@
+/*
+ * of.h — memory-mapped registers for amd64 (Linux), C and assembly interface.
+ *
+ * After map_registers() returns 0, page 0 of the process (addresses 0..4096) behaves as a
+ * byte-addressable image of the *calling thread's* registers: every thread sees its own
+ * registers at the same addresses. Any instruction whose memory operand lands in the map
+ * faults, and of's SIGSEGV handler emulates it against the interrupted thread's registers.
+ *
+ * Semantics (SPEC §2): little-endian; an access of any size (1, 2, 4, 8, 16, 32 bytes) at any
+ * offset works on exactly the bytes it covers (memory semantics: a 4-byte store at OF_RAX keeps
+ * the high half of rax). Reads of OF_RIP give the address of the next instruction; a store to
+ * it is a jump. OF_RFLAGS reads give what pushfq would push; stores change only
+ * CF PF AF ZF SF DF OF. fs/gs bases are read only. Bytes 0xa0..0x100 and 0x204..0x1000 are not
+ * registers: touching them kills the process with SIGSEGV (after one diagnostic line).
+ *
+ * map_registers() is idempotent and thread-safe; call it once from any thread (each thread
+ * that calls it also gets a 64 KiB alternate signal stack if it had none or a smaller one).
+ *
+ * Link: cc prog.c -Iinclude target/release/libof.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ */
+#ifndef OF_H
+#define OF_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Installs of's SIGSEGV/SIGBUS handler. Returns 0 on success, -1 on failure (after printing
+ * the reason to stderr). The original crate's unprefixed name, kept for assembly users. */
+int map_registers(void);
+
+/* The same as map_registers(), under a prefixed name. */
+int of_map_registers(void);
+
+/* Byte offsets of the registers in page 0. */
+#define OF_RAX 0x00
+#define OF_RCX 0x08
+#define OF_RDX 0x10
+#define OF_RBX 0x18
+#define OF_RSP 0x20
+#define OF_RBP 0x28
+#define OF_RSI 0x30
+#define OF_RDI 0x38
+#define OF_R8 0x40
+#define OF_R9 0x48
+#define OF_R10 0x50
+#define OF_R11 0x58
+#define OF_R12 0x60
+#define OF_R13 0x68
+#define OF_R14 0x70
+#define OF_R15 0x78
+#define OF_RIP 0x80
+#define OF_RFLAGS 0x88
+#define OF_FS_BASE 0x90 /* read only */
+#define OF_GS_BASE 0x98 /* read only */
+#define OF_XMM(n) (0x100 + 16 * (n))
+#define OF_MXCSR 0x200
+/* General-purpose register number n (x86 encoding order: 0 = rax ... 15 = r15). */
+#define OF_GPR(n) (8 * (n))
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OF_H */
