@@ -46,6 +46,15 @@ impl Previous {
     }
 }
 
+/// Whether the action now installed for `sig` is the default one.
+pub fn current_is_default(sig: libc::c_int) -> bool {
+    // SAFETY: querying the current action into a zeroed sigaction; async-signal-safe.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(sig, core::ptr::null(), &mut cur) == 0 && cur.sa_sigaction == libc::SIG_DFL
+    }
+}
+
 /// Restores the default action for `sig`.
 pub fn reset_default(sig: libc::c_int) {
     // SAFETY: a zeroed sigaction with SIG_DFL is valid; sigaction is async-signal-safe.

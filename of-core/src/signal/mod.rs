@@ -125,10 +125,33 @@ fn install_now() -> Result<(), InstallError> {
 
 /// What the handler decided.
 enum Outcome {
+    /// A page-0 access that is not a register access: pass it on, and say so in one line if
+    /// the process is going to die of it (see [`handler`]).
+    ChainWithNote(Note),
     /// Emulated (or an exception was raised): return to the thread.
     Resume,
     /// Not ours: pass to the previous action.
     Chain,
+}
+
+/// What to say about a page-0 fault that is not a register access.
+struct Note {
+    instr: Option<iced_x86::Instruction>,
+    addr: u64,
+    rip: u64,
+    why: Option<emulate::NotOurs>,
+    /// The fault is an instruction fetch from page 0.
+    fetch: bool,
+}
+
+impl Note {
+    fn print(&self) {
+        if self.fetch {
+            report::execute_in_page0(self.rip);
+        } else {
+            report::outside_map(self.instr.as_ref(), self.addr, self.rip, self.why);
+        }
+    }
 }
 
 /// The SIGSEGV/SIGBUS handler.
@@ -144,7 +167,23 @@ pub unsafe extern "C" fn handler(
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes valid pointers for an SA_SIGINFO handler.
     let outcome = unsafe { handle(sig, &*info, &mut *ctx.cast::<libc::ucontext_t>()) };
-    if let Outcome::Chain = outcome {
+    if let Outcome::ChainWithNote(note) = outcome {
+        // The line is for a fault that kills the process: print it first when the previous
+        // action is the default one; when a previous handler declines the fault by restoring
+        // the default action (as Rust's std handler does for faults that are not stack
+        // overflows), print it after that handler returns, before the fault re-occurs.
+        if chain::PREVIOUS.is_default(sig) {
+            note.print();
+            // SAFETY: our own arguments, passed on unchanged.
+            unsafe { chain::chain(sig, info, ctx) };
+        } else {
+            // SAFETY: our own arguments, passed on unchanged.
+            unsafe { chain::chain(sig, info, ctx) };
+            if chain::current_is_default(sig) {
+                note.print();
+            }
+        }
+    } else if let Outcome::Chain = outcome {
         // SAFETY: our own arguments, passed on unchanged.
         unsafe { chain::chain(sig, info, ctx) };
     }
@@ -199,22 +238,15 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     if addr >= PAGE_SIZE {
         return Outcome::Chain;
     }
-    let prev_default = chain::PREVIOUS.is_default(sig);
     let mut m = SignalContext::new(uc);
     let rip = crate::machine::Machine::rip(&m);
     if rip < PAGE_SIZE {
-        if prev_default {
-            report::execute_in_page0(rip);
-        }
-        return Outcome::Chain;
+        return Outcome::ChainWithNote(Note { instr: None, addr, rip, why: None, fetch: true });
     }
     let mut bytes = [0u8; 16];
     let len = fetch(rip, &mut bytes);
     let Ok((instr, offsets)) = crate::icache::decode(&bytes, len, rip) else {
-        if prev_default {
-            report::outside_map(None, addr, rip, None);
-        }
-        return Outcome::Chain;
+        return Outcome::ChainWithNote(Note { instr: None, addr, rip, why: None, fetch: false });
     };
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
@@ -234,10 +266,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             Outcome::Resume
         }
         Err(EmulationError::NotOurs(why)) => {
-            if prev_default {
-                report::outside_map(Some(&instr), addr, rip, Some(why));
-            }
-            Outcome::Chain
+            Outcome::ChainWithNote(Note { instr: Some(instr), addr, rip, why: Some(why), fetch: false })
         }
         Err(EmulationError::Unsupported(reason)) => {
             report::cannot_emulate(&instr, &bytes[..len], reason);
