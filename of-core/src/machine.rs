@@ -50,6 +50,16 @@ pub trait Machine {
     fn set_xmm(&mut self, n: usize, value: u128) {
         let _ = (n, value);
     }
+    /// Bits 128..256 of ymm register `n` (0..16); zero when the state is in its initial
+    /// configuration or AVX is absent.
+    fn ymm_high(&self, n: usize) -> u128 {
+        let _ = n;
+        0
+    }
+    /// Sets bits 128..256 of ymm register `n`.
+    fn set_ymm_high(&mut self, n: usize, value: u128) {
+        let _ = (n, value);
+    }
     /// The MXCSR register.
     fn mxcsr(&self) -> u32 {
         0x1F80
@@ -169,6 +179,8 @@ pub struct RegisterFile {
     pub gs_base: u64,
     /// xmm0..xmm15.
     pub xmm: [u128; 16],
+    /// Bits 128..256 of ymm0..ymm15.
+    pub ymm_high: [u128; 16],
     /// MXCSR.
     pub mxcsr: u32,
     /// Base address of [`RegisterFile::memory`].
@@ -187,6 +199,7 @@ impl Default for RegisterFile {
             fs_base: 0,
             gs_base: 0,
             xmm: [0; 16],
+            ymm_high: [0; 16],
             mxcsr: 0x1F80,
             memory_base: 0x10_0000,
             memory: [0; 256],
@@ -237,6 +250,12 @@ impl Machine for RegisterFile {
     }
     fn set_xmm(&mut self, n: usize, value: u128) {
         self.xmm[n & 15] = value;
+    }
+    fn ymm_high(&self, n: usize) -> u128 {
+        self.ymm_high[n & 15]
+    }
+    fn set_ymm_high(&mut self, n: usize, value: u128) {
+        self.ymm_high[n & 15] = value;
     }
     fn mxcsr(&self) -> u32 {
         self.mxcsr

@@ -537,3 +537,322 @@ pub fn verbatim(raw: &[u8]) -> Option<RegisterForm> {
         rsp_alias: None,
     })
 }
+
+/// Vector registers in and out of [`execute_vector`], in the layout its trampoline expects.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug)]
+pub struct VectorRegs {
+    /// ymm0..ymm15, 32 little-endian bytes each.
+    pub ymm: [[u8; 32]; 16],
+    /// MXCSR to run with (in) and after the instruction (out).
+    pub mxcsr: u32,
+    /// The host's MXCSR, saved and restored by the trampoline.
+    pub host_mxcsr: u32,
+}
+
+const _: () = assert!(core::mem::offset_of!(VectorRegs, mxcsr) == 512);
+const _: () = assert!(core::mem::offset_of!(VectorRegs, host_mxcsr) == 516);
+
+/// Like [`run`], with all sixteen ymm registers and MXCSR loaded from and stored to `v`.
+///
+/// # Safety
+/// As [`run`]; the host must support AVX (the trampoline uses `vmovdqu ymm`).
+unsafe fn run_vector(regs: &mut HostRegs, v: &mut VectorRegs) {
+    // SAFETY: as in `run`; every vector register is declared clobbered through clobber_abi("C"),
+    // and the host's MXCSR is restored before leaving.
+    unsafe {
+        asm!(
+            // rdi = &HostRegs, rsi = &VectorRegs.
+            "push rbp",                      // save host rbp
+            "push rbx",                      // save host rbx
+            "push rsi",                      // [rsp] = &VectorRegs, needed afterwards
+            "stmxcsr [rsi + 516]",           // save the host's MXCSR
+            "ldmxcsr [rsi + 512]",           // MXCSR = guest's (exceptions masked by the caller)
+            "vmovdqu ymm0, [rsi + 0]",       // ymm0..ymm15 = guest ymm0..ymm15
+            "vmovdqu ymm1, [rsi + 32]",
+            "vmovdqu ymm2, [rsi + 64]",
+            "vmovdqu ymm3, [rsi + 96]",
+            "vmovdqu ymm4, [rsi + 128]",
+            "vmovdqu ymm5, [rsi + 160]",
+            "vmovdqu ymm6, [rsi + 192]",
+            "vmovdqu ymm7, [rsi + 224]",
+            "vmovdqu ymm8, [rsi + 256]",
+            "vmovdqu ymm9, [rsi + 288]",
+            "vmovdqu ymm10, [rsi + 320]",
+            "vmovdqu ymm11, [rsi + 352]",
+            "vmovdqu ymm12, [rsi + 384]",
+            "vmovdqu ymm13, [rsi + 416]",
+            "vmovdqu ymm14, [rsi + 448]",
+            "vmovdqu ymm15, [rsi + 480]",
+            "push rdi",                      // [rsp] = &HostRegs
+            "push qword ptr [rdi + 136]",    // [rsp] = code slot address
+            "push qword ptr [rdi + 128]",    // guest status flags and DF
+            "popfq",                         // rflags = guest status flags and DF
+            "mov rax, [rdi + 0]",            // guest GPRs, as in `run`
+            "mov rcx, [rdi + 8]",
+            "mov rdx, [rdi + 16]",
+            "mov rbx, [rdi + 24]",
+            "mov rbp, [rdi + 40]",
+            "mov rsi, [rdi + 48]",
+            "mov r8, [rdi + 64]",
+            "mov r9, [rdi + 72]",
+            "mov r10, [rdi + 80]",
+            "mov r11, [rdi + 88]",
+            "mov r12, [rdi + 96]",
+            "mov r13, [rdi + 104]",
+            "mov r14, [rdi + 112]",
+            "mov r15, [rdi + 120]",
+            "mov rdi, [rdi + 56]",           // guest rdi last
+            "call qword ptr [rsp]",          // run `instruction; ret`
+            "pushfq",                        // [rsp] = flags, [rsp+8] = code, [rsp+16] = HostRegs
+            "xchg rdi, [rsp + 16]",          // rdi = &HostRegs, [rsp+16] = guest rdi out
+            "mov [rdi + 0], rax",            // store guest GPRs but rsp and rdi
+            "mov [rdi + 8], rcx",
+            "mov [rdi + 16], rdx",
+            "mov [rdi + 24], rbx",
+            "mov [rdi + 40], rbp",
+            "mov [rdi + 48], rsi",
+            "mov [rdi + 64], r8",
+            "mov [rdi + 72], r9",
+            "mov [rdi + 80], r10",
+            "mov [rdi + 88], r11",
+            "mov [rdi + 96], r12",
+            "mov [rdi + 104], r13",
+            "mov [rdi + 112], r14",
+            "mov [rdi + 120], r15",
+            "pop rax",                       // flags out
+            "mov [rdi + 128], rax",
+            "pop rax",                       // drop the code address
+            "pop rax",                       // guest rdi out
+            "mov [rdi + 56], rax",
+            "pop rsi",                       // rsi = &VectorRegs
+            "vmovdqu [rsi + 0], ymm0",       // store guest ymm0..ymm15
+            "vmovdqu [rsi + 32], ymm1",
+            "vmovdqu [rsi + 64], ymm2",
+            "vmovdqu [rsi + 96], ymm3",
+            "vmovdqu [rsi + 128], ymm4",
+            "vmovdqu [rsi + 160], ymm5",
+            "vmovdqu [rsi + 192], ymm6",
+            "vmovdqu [rsi + 224], ymm7",
+            "vmovdqu [rsi + 256], ymm8",
+            "vmovdqu [rsi + 288], ymm9",
+            "vmovdqu [rsi + 320], ymm10",
+            "vmovdqu [rsi + 352], ymm11",
+            "vmovdqu [rsi + 384], ymm12",
+            "vmovdqu [rsi + 416], ymm13",
+            "vmovdqu [rsi + 448], ymm14",
+            "vmovdqu [rsi + 480], ymm15",
+            "stmxcsr [rsi + 512]",           // guest MXCSR out (sticky exception flags)
+            "ldmxcsr [rsi + 516]",           // restore the host's MXCSR
+            "vzeroupper",                    // leave no dirty upper state to SSE code
+            "cld",                           // the ABI requires DF clear
+            "pop rbx",                       // restore host rbx
+            "pop rbp",                       // restore host rbp
+            inout("rdi") regs as *mut HostRegs => _,
+            inout("rsi") v as *mut VectorRegs => _,
+            out("rax") _, out("rcx") _, out("rdx") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("C"),
+        );
+    }
+}
+
+/// The register form of a vector instruction whose memory operand is a source: ModRM.rm names a
+/// scratch xmm/ymm register the instruction does not use. The rewrite is verified by decoding
+/// it: the result must be the same mnemonic with the memory operand replaced by the scratch
+/// vector register (so forms whose register encoding means another instruction are refused).
+///
+/// # Errors
+/// [`EmulationError::Unsupported`] when no such form exists.
+pub fn vector_register_form(
+    instr: &Instruction,
+    raw: &[u8],
+    offsets: &iced_x86::ConstantOffsets,
+) -> Result<RegisterForm, EmulationError> {
+    let unsupported = EmulationError::Unsupported("vector instruction cannot be executed in register form");
+    let raw = raw.get(..instr.len()).ok_or(unsupported)?;
+    let lay = layout(raw).ok_or(unsupported)?;
+    if offsets.has_displacement()
+        && (offsets.displacement_offset() as usize + offsets.displacement_size() as usize
+            != lay.operand_end)
+    {
+        return Err(unsupported);
+    }
+    if offsets.has_immediate() && offsets.immediate_offset() as usize != lay.operand_end {
+        return Err(unsupported);
+    }
+    let mem_op = (0..instr.op_count())
+        .find(|&i| instr.op_kind(i) == OpKind::Memory)
+        .ok_or(unsupported)?;
+    let mut used_vec = 0u16;
+    for i in 0..instr.op_count() {
+        if instr.op_kind(i) == OpKind::Register {
+            let r = instr.op_register(i);
+            if r.is_xmm() {
+                used_vec |= 1 << ((r as u32 - Register::XMM0 as u32) & 15);
+            } else if r.is_ymm() {
+                used_vec |= 1 << ((r as u32 - Register::YMM0 as u32) & 15);
+            } else if r.is_gpr() && r.full_register() == Register::RSP {
+                return Err(unsupported);
+            } else if !r.is_gpr() {
+                return Err(unsupported);
+            }
+        }
+    }
+    let can_extend = lay.rex.is_some() || matches!(lay.vex, Some((_, 3)));
+    let limit = if can_extend { 16 } else { 8 };
+    let scratch = (0..limit).find(|&n| used_vec & (1 << n) == 0).ok_or(unsupported)?;
+    let b_ext = (scratch >> 3) as u8;
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    for (j, &b) in raw[..lay.prefix_end].iter().enumerate() {
+        let keep = match b {
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x67 | 0xF0 => false,
+            0x40..=0x4F => Some(j) == lay.rex,
+            _ => true,
+        };
+        if keep {
+            out[n] = if Some(j) == lay.rex { (b & !0x03) | b_ext } else { b };
+            n += 1;
+        }
+    }
+    let mut j = lay.prefix_end;
+    if let Some((p, len)) = lay.vex {
+        out[n..n + len].copy_from_slice(&raw[p..p + len]);
+        if len == 3 {
+            // VEX.X = 0 and VEX.B for the scratch register (both stored inverted).
+            out[n + 1] = (raw[p + 1] | 0x40) & !0x20 | ((!b_ext & 1) << 5);
+        } else if b_ext != 0 {
+            return Err(unsupported);
+        }
+        n += len;
+        j = p + len;
+    }
+    while j < lay.modrm {
+        out[n] = raw[j];
+        n += 1;
+        j += 1;
+    }
+    out[n] = 0xC0 | (raw[lay.modrm] & 0x38) | (scratch as u8 & 7);
+    n += 1;
+    for &b in &raw[lay.operand_end..] {
+        out[n] = b;
+        n += 1;
+    }
+    // Verify the rewrite means what we think.
+    let check = iced_x86::Decoder::with_ip(64, &out[..n], 0, iced_x86::DecoderOptions::NONE).decode();
+    if check.is_invalid()
+        || check.mnemonic() != instr.mnemonic()
+        || check.op_count() != instr.op_count()
+        || check.len() != n
+    {
+        return Err(unsupported);
+    }
+    for i in 0..instr.op_count() {
+        if i == mem_op {
+            let r = check.op_register(i);
+            let num = if r.is_xmm() {
+                r as u32 - Register::XMM0 as u32
+            } else if r.is_ymm() {
+                r as u32 - Register::YMM0 as u32
+            } else {
+                return Err(unsupported);
+            };
+            if check.op_kind(i) != OpKind::Register || num as usize != scratch {
+                return Err(unsupported);
+            }
+        } else if check.op_kind(i) != instr.op_kind(i)
+            || (instr.op_kind(i) == OpKind::Register && check.op_register(i) != instr.op_register(i))
+        {
+            return Err(unsupported);
+        }
+    }
+    out[n] = 0xC3;
+    n += 1;
+    Ok(RegisterForm { bytes: out, len: n, scratch, rsp_alias: None })
+}
+
+/// What a vector host execution found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorOutcome {
+    /// Done; the Machine is updated.
+    Done,
+    /// The instruction raised a SIMD floating-point exception that the guest's MXCSR leaves
+    /// unmasked (#XM); nothing was changed. The value is the newly raised MXCSR flag bits.
+    Unmasked(u32),
+}
+
+/// Whether the host can run [`execute_vector`] (AVX enabled by the OS).
+pub fn vector_supported() -> bool {
+    crate::signal::context::avx_enabled()
+}
+
+/// Runs a vector register form with `operand` (up to 32 bytes, zero-extended) in the scratch
+/// vector register, and writes back GPRs, status flags, xmm/ymm and MXCSR flags.
+///
+/// # Errors
+/// [`EmulationError::Unsupported`] if no code slot is available or AVX is not enabled.
+pub fn execute_vector<M: Machine + ?Sized>(
+    m: &mut M,
+    form: &RegisterForm,
+    operand: &[u8; 32],
+) -> Result<VectorOutcome, EmulationError> {
+    if !vector_supported() {
+        return Err(EmulationError::Unsupported("vector host execution needs AVX"));
+    }
+    let slot = Slot::claim().ok_or(EmulationError::Unsupported("no executable memory for host execution"))?;
+    let bytes = form.bytes();
+    // SAFETY: the slot is ours until `slot` drops and is SLOT_SIZE >= 17 bytes long.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot.ptr, bytes.len()) };
+    let mut regs = HostRegs { gpr: [0; 16], rflags: (m.rflags() & (STATUS_FLAGS | DF)) | 2, code: slot.ptr as u64 };
+    for (i, g) in regs.gpr.iter_mut().enumerate() {
+        *g = m.gpr(i);
+    }
+    let guest_mxcsr = m.mxcsr();
+    let mut v = VectorRegs { ymm: [[0; 32]; 16], mxcsr: guest_mxcsr | 0x1F80, host_mxcsr: 0 };
+    for (i, y) in v.ymm.iter_mut().enumerate() {
+        y[..16].copy_from_slice(&m.xmm(i).to_le_bytes());
+        y[16..].copy_from_slice(&m.ymm_high(i).to_le_bytes());
+    }
+    v.ymm[form.scratch] = *operand;
+    // SAFETY: a verified register form of a whitelisted vector instruction followed by `ret`;
+    // AVX is enabled; all SIMD exceptions are masked while it runs.
+    unsafe { run_vector(&mut regs, &mut v) };
+    drop(slot);
+    let raised = v.mxcsr & 0x3F & !(guest_mxcsr & 0x3F);
+    let unmasked = raised & !((guest_mxcsr >> 7) & 0x3F);
+    if unmasked != 0 {
+        return Ok(VectorOutcome::Unmasked(unmasked));
+    }
+    for i in 0..16 {
+        if i == 4 {
+            continue;
+        }
+        if regs.gpr[i] != m.gpr(i) {
+            m.set_gpr(i, regs.gpr[i]);
+        }
+    }
+    let old = m.rflags();
+    m.set_rflags((old & !STATUS_FLAGS) | (regs.rflags & STATUS_FLAGS));
+    for (i, y) in v.ymm.iter().enumerate() {
+        if i == form.scratch {
+            continue;
+        }
+        let mut lo = [0u8; 16];
+        let mut hi = [0u8; 16];
+        lo.copy_from_slice(&y[..16]);
+        hi.copy_from_slice(&y[16..]);
+        let (lo, hi) = (u128::from_le_bytes(lo), u128::from_le_bytes(hi));
+        if lo != m.xmm(i) {
+            m.set_xmm(i, lo);
+        }
+        if hi != m.ymm_high(i) {
+            m.set_ymm_high(i, hi);
+        }
+    }
+    if raised != 0 {
+        m.set_mxcsr(guest_mxcsr | raised);
+    }
+    Ok(VectorOutcome::Done)
+}

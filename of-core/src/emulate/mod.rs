@@ -14,6 +14,7 @@ pub mod runahead;
 pub mod stack;
 pub mod string;
 pub mod table;
+pub mod vector;
 pub mod wide;
 
 use crate::machine::Machine;
@@ -29,6 +30,12 @@ pub enum Exception {
     DivideError,
     /// #GP(0): for example a misaligned `cmpxchg16b` operand (Linux: SIGSEGV, SI_KERNEL).
     GeneralProtection,
+    /// #XM: an unmasked SIMD floating-point exception (Linux: SIGFPE, FPE_FLT*); `flags` are
+    /// the MXCSR exception flag bits the instruction raised (Intel SDM Vol. 1 §11.5.2).
+    SimdFloatingPoint {
+        /// MXCSR bits 0..6 (IE DE ZE OE UE PE).
+        flags: u32,
+    },
     /// #PF on ordinary memory (Linux: SIGSEGV at `addr`).
     PageFault {
         /// The address that could not be accessed.
@@ -160,6 +167,8 @@ pub fn execute<M: Machine + ?Sized>(
         Kind::CompareExchangeWide => wide::execute(m, instr, &mut writes),
         Kind::NoAccess => Err(EmulationError::NotOurs(NotOurs::NoMapAccess)),
         Kind::CacheControl => Ok(()),
+        Kind::Vector(mv) => vector::execute(m, instr, mv, &mut writes),
+        Kind::VectorHost => vector::execute_host(m, instr, raw, offsets),
         Kind::Unsupported(reason) => Err(EmulationError::Unsupported(reason)),
     };
     match r {

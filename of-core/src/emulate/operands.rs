@@ -223,6 +223,16 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
                 });
             }
         }
+        Kind::VectorHost => {
+            if let Some((_, ea, size)) = explicit {
+                acc.push(Access { addr: ea, size, write: false });
+            }
+        }
+        Kind::Vector(_) => {
+            if let Some((op, ea, size)) = explicit {
+                acc.push(Access { addr: ea, size, write: op == 0 });
+            }
+        }
         Kind::CacheControl => {
             if let Some((_, ea, _)) = explicit {
                 acc.push(Access { addr: ea, size: 1, write: false });
@@ -379,7 +389,7 @@ pub fn load_value<M: Machine + ?Sized>(
 pub struct MapWrites {
     addr: [u64; 4],
     len: [u8; 4],
-    data: [[u8; 16]; 4],
+    data: [[u8; 32]; 4],
     n: usize,
 }
 
@@ -388,7 +398,7 @@ impl Default for MapWrites {
         MapWrites {
             addr: [0; 4],
             len: [0; 4],
-            data: [[0; 16]; 4],
+            data: [[0; 32]; 4],
             n: 0,
         }
     }
@@ -405,7 +415,7 @@ impl MapWrites {
     }
 }
 
-/// Writes `data` (at most 16 bytes) at `addr`: ordinary memory is written now (so a fault there
+/// Writes `data` (at most 32 bytes) at `addr`: ordinary memory is written now (so a fault there
 /// leaves the registers untouched); map bytes are queued in `w`.
 ///
 /// # Errors
@@ -424,7 +434,7 @@ pub fn store<M: Machine + ?Sized>(
                 write: true,
             }));
         }
-        if w.n == w.addr.len() || data.len() > 16 {
+        if w.n == w.addr.len() || data.len() > 32 {
             return Err(EmulationError::Unsupported(
                 "too many map writes in one instruction",
             ));

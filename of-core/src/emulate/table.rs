@@ -31,6 +31,10 @@ pub enum Kind {
     NoAccess,
     /// clflush, clflushopt, clwb, cldemote: checked like a 1-byte read, then a no-op.
     CacheControl,
+    /// SSE/AVX data movement with memory semantics ([`super::vector`]).
+    Vector(super::vector::Move),
+    /// SSE/AVX arithmetic with a memory source, run in register form on the host.
+    VectorHost,
     /// An instruction that touches the map but is not emulated, with the reason.
     Unsupported(&'static str),
 }
@@ -206,7 +210,14 @@ pub fn classify(instr: &Instruction) -> Kind {
         // on register bytes they retire as no-ops.
         M::Clflush | M::Clflushopt | M::Clwb | M::Cldemote => Kind::CacheControl,
 
-        _ => Kind::Unsupported(unsupported_reason(instr)),
+        _ => match super::vector::classify(instr) {
+            _ if instr.code().encoding() == iced_x86::EncodingKind::EVEX => {
+                Kind::Unsupported("AVX-512 (EVEX) instructions are not emulated")
+            }
+            Some(mv) => Kind::Vector(mv),
+            None if super::vector::host_candidate(instr) => Kind::VectorHost,
+            None => Kind::Unsupported(unsupported_reason(instr)),
+        },
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::machine::{Machine, MemoryFault};
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// `gregs` index of each general-purpose register, in encoding order (rax, rcx, …, r15).
 const GREG_OF: [libc::c_int; 16] = [
@@ -28,6 +29,53 @@ const GREG_OF: [libc::c_int; 16] = [
 /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h).
 const ARCH_GET_FS: libc::c_int = 0x1003;
 const ARCH_GET_GS: libc::c_int = 0x1004;
+
+/// Offset of the YMM_Hi128 component in the standard-format XSAVE area, from CPUID leaf 0xD
+/// sub-leaf 2 (EBX); 0 when AVX state is not available. Read once by [`probe_xsave`].
+static YMM_HI128_OFFSET: AtomicU32 = AtomicU32::new(0);
+
+/// Reads the XSAVE layout from CPUID (Intel SDM Vol. 1 §13.4.3). Called at installation, never
+/// from the handler (CPUID may trap to a hypervisor).
+pub fn probe_xsave() {
+    probe();
+    PROBED.store(true, Ordering::Release);
+}
+
+fn probe() {
+    let max = core::arch::x86_64::__cpuid(0).eax;
+    if max < 0xD {
+        return;
+    }
+    let l1 = core::arch::x86_64::__cpuid_count(1, 0);
+    let osxsave_avx = (l1.ecx >> 27) & 1 == 1 && (l1.ecx >> 28) & 1 == 1;
+    if !osxsave_avx {
+        return;
+    }
+    let ymm = core::arch::x86_64::__cpuid_count(0xD, 2);
+    if ymm.eax == 256 {
+        YMM_HI128_OFFSET.store(ymm.ebx, Ordering::Relaxed);
+    }
+}
+
+/// Whether the OS enabled AVX state (found by [`probe_xsave`]).
+pub fn avx_enabled() -> bool {
+    if !PROBED.load(Ordering::Acquire) {
+        probe_xsave();
+    }
+    YMM_HI128_OFFSET.load(Ordering::Relaxed) != 0
+}
+
+static PROBED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// FP_XSTATE_MAGIC1 (arch/x86/include/uapi/asm/sigcontext.h): the signal frame's FXSAVE area is
+/// followed by an XSAVE header and extended state.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+/// Offset of `struct _fpx_sw_bytes` (the software-reserved bytes 464..512 of the FXSAVE area).
+const SW_BYTES: usize = 464;
+/// Offset of the XSAVE header's XSTATE_BV (just after the 512-byte legacy area).
+const XSTATE_BV: usize = 512;
+/// XSTATE_BV bit of the YMM_Hi128 component.
+const YMM_BIT: u64 = 1 << 2;
 
 /// A [`Machine`] over the `ucontext_t` a signal handler receives. Changes are written straight
 /// into the context, so they take effect when the handler returns (rt_sigreturn restores them).
@@ -56,6 +104,30 @@ impl<'a> SignalContext<'a> {
     fn fpstate_mut(&mut self) -> Option<&mut libc::_libc_fpstate> {
         // SAFETY: as in `fpstate`; we hold the only reference to the context.
         unsafe { self.uc.uc_mcontext.fpregs.as_mut() }
+    }
+
+    /// Pointer to the YMM_Hi128 area of the frame's XSAVE state, with its XSTATE_BV word, if
+    /// the frame has one.
+    fn ymm_area(&self) -> Option<(*mut u8, *mut u64)> {
+        let off = YMM_HI128_OFFSET.load(Ordering::Relaxed) as usize;
+        let fp = self.uc.uc_mcontext.fpregs.cast::<u8>();
+        if off == 0 || fp.is_null() {
+            return None;
+        }
+        // SAFETY: the kernel's FXSAVE area is 512 bytes; bytes 464..468 are magic1 and
+        // 472..480 the frame's xfeatures (`struct _fpx_sw_bytes`).
+        let (magic, features) = unsafe {
+            (
+                core::ptr::read_unaligned(fp.add(SW_BYTES).cast::<u32>()),
+                core::ptr::read_unaligned(fp.add(SW_BYTES + 8).cast::<u64>()),
+            )
+        };
+        if magic != FP_XSTATE_MAGIC1 || features & YMM_BIT == 0 {
+            return None;
+        }
+        // SAFETY: magic1 says the XSAVE header and the components in `features` follow in
+        // standard format, as the kernel's signal frame uses.
+        unsafe { Some((fp.add(off), fp.add(XSTATE_BV).cast::<u64>())) }
     }
 
     /// The segment base the thread had when interrupted: the handler runs on the same thread
@@ -168,6 +240,29 @@ impl Machine for SignalContext<'_> {
             for (i, e) in fp._xmm[n & 15].element.iter_mut().enumerate() {
                 *e = (value >> (32 * i)) as u32;
             }
+        }
+    }
+    fn ymm_high(&self, n: usize) -> u128 {
+        let Some((area, bv)) = self.ymm_area() else { return 0 };
+        // SAFETY: `ymm_area` checked the frame holds XSAVE state with the YMM component.
+        unsafe {
+            if core::ptr::read_unaligned(bv) & YMM_BIT == 0 {
+                return 0; // initial configuration: upper halves are zero
+            }
+            core::ptr::read_unaligned(area.add(16 * (n & 15)).cast::<u128>())
+        }
+    }
+    fn set_ymm_high(&mut self, n: usize, value: u128) {
+        let Some((area, bv)) = self.ymm_area() else { return };
+        // SAFETY: as in `ymm_high`; when the component was in its initial configuration its
+        // bytes are not meaningful, so all sixteen upper halves are zeroed before setting one.
+        unsafe {
+            let state = core::ptr::read_unaligned(bv);
+            if state & YMM_BIT == 0 {
+                core::ptr::write_bytes(area, 0, 256);
+                core::ptr::write_unaligned(bv, state | YMM_BIT);
+            }
+            core::ptr::write_unaligned(area.add(16 * (n & 15)).cast::<u128>(), value);
         }
     }
     fn mxcsr(&self) -> u32 {

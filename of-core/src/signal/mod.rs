@@ -102,6 +102,7 @@ fn install_now() -> Result<(), InstallError> {
         return Err(InstallError::ExecutableMemory);
     }
     report::prepare();
+    context::probe_xsave();
     report::find_si_addr_offset();
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask, and the

@@ -191,6 +191,22 @@ pub mod codes {
     pub const BUS_ADRERR: libc::c_int = 2;
     /// SIGFPE: integer divide by zero (Linux reports every #DE with it).
     pub const FPE_INTDIV: libc::c_int = 1;
+
+    /// The SIGFPE si_code Linux gives a SIMD exception with these MXCSR flags
+    /// (arch/x86/kernel/fpu/core.c, fpu__exception_code).
+    pub fn simd_code(flags: u32) -> libc::c_int {
+        if flags & 0x01 != 0 {
+            7 // FPE_FLTINV
+        } else if flags & 0x04 != 0 {
+            3 // FPE_FLTDIV
+        } else if flags & 0x08 != 0 {
+            4 // FPE_FLTOVF
+        } else if flags & 0x12 != 0 {
+            5 // FPE_FLTUND
+        } else {
+            6 // FPE_FLTRES
+        }
+    }
 }
 
 /// Raises `e` for the instruction at `rip` the way Linux delivers the hardware exception:
@@ -202,6 +218,7 @@ pub fn raise(uc: &mut libc::ucontext_t, e: Exception, rip: u64) {
         Exception::DivideError => (libc::SIGFPE, codes::FPE_INTDIV, rip),
         Exception::GeneralProtection => (libc::SIGSEGV, libc::SI_KERNEL, 0),
         Exception::PageFault { addr, .. } => (libc::SIGSEGV, codes::SEGV_MAPERR, addr),
+        Exception::SimdFloatingPoint { flags } => (libc::SIGFPE, codes::simd_code(flags), rip),
     };
     // SAFETY: querying and changing signal dispositions and the saved mask are
     // async-signal-safe; uc_sigmask belongs to the interrupted context.
