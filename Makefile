@@ -8,7 +8,7 @@ LIBOF := $(CARGO_TARGET_DIR)/release/libof.a
 LDLIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 BUILD := $(CARGO_TARGET_DIR)/c
 
-.PHONY: joy libof clean hello
+.PHONY: joy libof clean hello c-tests
 
 libof:
 	$(CARGO) build --release --workspace --lib
@@ -26,3 +26,17 @@ hello: libof | $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
+
+# C programs under examples/c, each at several optimisation levels; any failure fails the target.
+C_PROGRAMS := $(wildcard examples/c/*.c)
+OPT_LEVELS := -O0 -O1 -O2 -O3 -Os
+
+c-tests: libof | $(BUILD)
+	@set -e; for src in $(C_PROGRAMS); do \
+	  name=$$(basename $$src .c); \
+	  for opt in $(OPT_LEVELS); do \
+	    $(CC) $$opt -Wall -fno-builtin -fno-delete-null-pointer-checks -Iinclude -pthread \
+	      -o $(BUILD)/$$name$$opt $$src $(LIBOF) $(LDLIBS); \
+	    echo "== $$name $$opt"; $(BUILD)/$$name$$opt; \
+	  done; \
+	done

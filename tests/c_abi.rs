@@ -42,3 +42,10 @@ fn hello_c_does_arithmetic_through_the_map() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("r12 = 42") && stdout.contains(": ok"), "{stdout}");
 }
+
+#[test]
+fn c_programs_pass_at_every_optimisation_level() {
+    let out = make("c-tests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("memcpy snapshot") && !stdout.contains("MISMATCH"), "{stdout}");
+}

@@ -1,0 +1,104 @@
+/* memcpy_snapshot.c — the C library's own memcpy/memset/memcmp on map bytes.
+ *
+ * glibc picks an AVX2 memcpy here (vmovdqu ymm loads), so copying 0x90 bytes from address 0
+ * snapshots rax..r15, rip and rflags into a buffer. memcpy preserves the callee-saved
+ * registers (rbx, r12..r15: System V ABI), so the snapshot must hold exactly the values put
+ * there just before the call. memcpy((void *)8, &x, 8) sets rcx (observed by a map read in the
+ * same asm block), memset and memcmp work on map bytes too.
+ *
+ * Build: make c-tests (compiled with -fno-builtin so the calls really go to glibc).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "of.h"
+
+/* Everything the asm blocks touch is a global addressed rip-relative, so pushes inside the
+ * blocks cannot shift it, and the calls go through pointers the compiler cannot elide. */
+void *(*volatile g_copy)(void *, const void *, size_t) = memcpy;
+void *(*volatile g_fill)(void *, int, size_t) = memset;
+int (*volatile g_compare)(const void *, const void *, size_t) = memcmp;
+uint64_t g_want[5] = {0x1111111111111111ULL, 0x1212121212121212ULL, 0x1313131313131313ULL,
+                      0x1414141414141414ULL, 0x1515151515151515ULL};
+uint64_t g_snap[18];
+uint64_t g_x = 0x0123456789abcdefULL, g_rcx_after, g_r12_after;
+uint64_t g_expect[4] = {0x2121212121212121ULL, 0x2222222222222222ULL, 0x2323232323232323ULL,
+                        0x2424242424242424ULL};
+int g_equal = -1, g_differ = -1;
+
+#define CLOBBERS                                                                              \
+    "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",    \
+        "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+        "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+
+int main(void) {
+    if (map_registers() != 0) return 2;
+    /* Known values in rbx and r12..r15, then memcpy(g_snap, 0, 0x90), nothing in between. */
+    __asm__ volatile(
+        "push %%rbx\n\t"                       /* rbx is callee-saved: keep the caller's */
+        "sub $8, %%rsp\n\t"                    /* 16-byte alignment at the call */
+        "movq g_want+0(%%rip), %%rbx\n\t"
+        "movq g_want+8(%%rip), %%r12\n\t"
+        "movq g_want+16(%%rip), %%r13\n\t"
+        "movq g_want+24(%%rip), %%r14\n\t"
+        "movq g_want+32(%%rip), %%r15\n\t"
+        "leaq g_snap(%%rip), %%rdi\n\t"        /* destination: an ordinary buffer */
+        "xorl %%esi, %%esi\n\t"                /* source: address 0, the map */
+        "movl $0x90, %%edx\n\t"                /* rax .. rflags */
+        "call *g_copy(%%rip)\n\t"
+        "add $8, %%rsp\n\t"
+        "pop %%rbx\n\t"
+        ::: CLOBBERS);
+    uint64_t *snap = g_snap;
+    int ok = snap[OF_RBX / 8] == g_want[0] && snap[OF_R12 / 8] == g_want[1] &&
+             snap[OF_R13 / 8] == g_want[2] && snap[OF_R14 / 8] == g_want[3] &&
+             snap[OF_R15 / 8] == g_want[4] && snap[OF_RSI / 8] == 0 && snap[OF_RIP / 8] > 0x1000;
+    printf("memcpy snapshot: rbx=%#llx r12=%#llx r13=%#llx r14=%#llx r15=%#llx rsi=%#llx: %s\n",
+           (unsigned long long)snap[3], (unsigned long long)snap[12], (unsigned long long)snap[13],
+           (unsigned long long)snap[14], (unsigned long long)snap[15], (unsigned long long)snap[6],
+           ok ? "ok" : "MISMATCH");
+
+    /* memset(&r12 in the map, 0xab, 8), observed through r12 itself. */
+    __asm__ volatile(
+        "movl $0x60, %%edi\n\t"
+        "movl $0xab, %%esi\n\t"
+        "movl $8, %%edx\n\t"
+        "call *g_fill(%%rip)\n\t"
+        "movq %%r12, g_r12_after(%%rip)\n\t"
+        ::: CLOBBERS);
+    int ok2 = g_r12_after == 0xababababababababULL;
+    printf("memset r12: %#llx: %s\n", (unsigned long long)g_r12_after, ok2 ? "ok" : "MISMATCH");
+
+    /* memcpy((void *)0x68, &g_x, 8) sets r13. */
+    __asm__ volatile(
+        "movl $0x68, %%edi\n\t"
+        "leaq g_x(%%rip), %%rsi\n\t"
+        "movl $8, %%edx\n\t"
+        "call *g_copy(%%rip)\n\t"
+        "movq %%r13, g_rcx_after(%%rip)\n\t"
+        ::: CLOBBERS);
+    int ok4 = g_rcx_after == g_x;
+    printf("memcpy into r13: %#llx: %s\n", (unsigned long long)g_rcx_after, ok4 ? "ok" : "MISMATCH");
+
+    /* memcmp of r12..r15 (map 0x60..0x80) against a buffer holding the same values. */
+    __asm__ volatile(
+        "movq g_expect+0(%%rip), %%r12\n\t"
+        "movq g_expect+8(%%rip), %%r13\n\t"
+        "movq g_expect+16(%%rip), %%r14\n\t"
+        "movq g_expect+24(%%rip), %%r15\n\t"
+        "movl $0x60, %%edi\n\t"
+        "leaq g_expect(%%rip), %%rsi\n\t"
+        "movl $32, %%edx\n\t"
+        "call *g_compare(%%rip)\n\t"
+        "movl %%eax, g_equal(%%rip)\n\t"
+        "movq $0x99, %%r13\n\t"              /* now r13 differs */
+        "movl $0x60, %%edi\n\t"
+        "leaq g_expect(%%rip), %%rsi\n\t"
+        "movl $32, %%edx\n\t"
+        "call *g_compare(%%rip)\n\t"
+        "movl %%eax, g_differ(%%rip)\n\t"
+        ::: CLOBBERS);
+    int ok3 = g_equal == 0 && g_differ != 0;
+    printf("memcmp on map bytes: equal=%d differ=%d: %s\n", g_equal, g_differ, ok3 ? "ok" : "MISMATCH");
+    return ok && ok2 && ok3 && ok4 ? 0 : 1;
+}
