@@ -30,6 +30,7 @@
 pub mod reg;
 pub mod registers;
 mod token;
+pub mod vector;
 
 /// The emulator core (decode, ownership, emulation), usable without faults.
 pub use of_core as engine;
@@ -37,6 +38,7 @@ pub use of_core::GeneralRegisters;
 pub use of_macros::mapped;
 pub use reg::{Plain, RegU8, RegU16, RegU32, RegU64, Special};
 pub use token::Registers;
+pub use vector::RegU128;
 
 use std::cell::RefCell;
 

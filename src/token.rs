@@ -1,6 +1,7 @@
 //! The per-thread token returned by [`crate::map_registers`].
 
 use crate::reg::{Plain, RegU8, RegU16, RegU32, RegU64, Special};
+use crate::vector::RegU128;
 use core::marker::PhantomData;
 
 /// The calling thread's registers, as fields. Each field is a zero-sized view ([`RegU64`],
@@ -166,6 +167,38 @@ pub struct Registers {
     pub rip: RegU64<0x80, Special>,
     /// `rflags`: reads as `pushfq` would push; stores change CF PF AF ZF SF DF OF only (map offset 0x88); stores are `unsafe`.
     pub rflags: RegU64<0x88, Special>,
+    /// `xmm0` (map offset 0x100), 16 bytes.
+    pub xmm0: RegU128<0x100>,
+    /// `xmm1` (map offset 0x110), 16 bytes.
+    pub xmm1: RegU128<0x110>,
+    /// `xmm2` (map offset 0x120), 16 bytes.
+    pub xmm2: RegU128<0x120>,
+    /// `xmm3` (map offset 0x130), 16 bytes.
+    pub xmm3: RegU128<0x130>,
+    /// `xmm4` (map offset 0x140), 16 bytes.
+    pub xmm4: RegU128<0x140>,
+    /// `xmm5` (map offset 0x150), 16 bytes.
+    pub xmm5: RegU128<0x150>,
+    /// `xmm6` (map offset 0x160), 16 bytes.
+    pub xmm6: RegU128<0x160>,
+    /// `xmm7` (map offset 0x170), 16 bytes.
+    pub xmm7: RegU128<0x170>,
+    /// `xmm8` (map offset 0x180), 16 bytes.
+    pub xmm8: RegU128<0x180>,
+    /// `xmm9` (map offset 0x190), 16 bytes.
+    pub xmm9: RegU128<0x190>,
+    /// `xmm10` (map offset 0x1a0), 16 bytes.
+    pub xmm10: RegU128<0x1a0>,
+    /// `xmm11` (map offset 0x1b0), 16 bytes.
+    pub xmm11: RegU128<0x1b0>,
+    /// `xmm12` (map offset 0x1c0), 16 bytes.
+    pub xmm12: RegU128<0x1c0>,
+    /// `xmm13` (map offset 0x1d0), 16 bytes.
+    pub xmm13: RegU128<0x1d0>,
+    /// `xmm14` (map offset 0x1e0), 16 bytes.
+    pub xmm14: RegU128<0x1e0>,
+    /// `xmm15` (map offset 0x1f0), 16 bytes.
+    pub xmm15: RegU128<0x1f0>,
     _thread: PhantomData<*const ()>,
 }
 
@@ -243,6 +276,22 @@ impl Registers {
             bh: RegU8::new_special(),
             rip: RegU64::new_special(),
             rflags: RegU64::new_special(),
+            xmm0: RegU128::new(),
+            xmm1: RegU128::new(),
+            xmm2: RegU128::new(),
+            xmm3: RegU128::new(),
+            xmm4: RegU128::new(),
+            xmm5: RegU128::new(),
+            xmm6: RegU128::new(),
+            xmm7: RegU128::new(),
+            xmm8: RegU128::new(),
+            xmm9: RegU128::new(),
+            xmm10: RegU128::new(),
+            xmm11: RegU128::new(),
+            xmm12: RegU128::new(),
+            xmm13: RegU128::new(),
+            xmm14: RegU128::new(),
+            xmm15: RegU128::new(),
             _thread: PhantomData,
         }
     }
