@@ -10,7 +10,7 @@ use std::arch::asm;
 fn main() {
     let r = of::map_registers().expect("of: cannot map registers");
     println!("rsp: {:#x}", r.rsp.load());
-    let target = hello as extern "C" fn(u64, u64) -> ! as u64;
+    let target = hello as extern "C" fn(u64, u64) -> ! as usize as u64;
     // SAFETY: `hello` never returns and runs on this thread's stack below the current frame,
     // as if called: rsp moves down by 8 (the return-address slot of a call), rdi and rsi carry
     // its arguments, and rip jumps to it. The sources live in r8..r10, which the block does not

@@ -17,7 +17,12 @@ impl<const OFF: usize> RegU128<OFF> {
     /// A view of the 16 bytes at `OFF`; fails to compile if they leave the vector part of the
     /// map (0x100..0x200) — scalar registers have their own typed views.
     pub const fn new() -> Self {
-        const { assert!(OFF >= 0x100 && OFF + 16 <= 0x200, "RegU128 views cover xmm bytes (0x100..0x200)") };
+        const {
+            assert!(
+                OFF >= 0x100 && OFF + 16 <= 0x200,
+                "RegU128 views cover xmm bytes (0x100..0x200)"
+            )
+        };
         RegU128 { _p: PhantomData }
     }
 

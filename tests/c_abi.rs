@@ -33,19 +33,28 @@ fn make(target: &str) -> std::process::Output {
 fn make_joy_prints_through_registers_written_via_the_map() {
     let out = make("joy");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l == "memory-mapped registers work!"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "memory-mapped registers work!"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn hello_c_does_arithmetic_through_the_map() {
     let out = make("hello");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("r12 = 42") && stdout.contains(": ok"), "{stdout}");
+    assert!(
+        stdout.contains("r12 = 42") && stdout.contains(": ok"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn c_programs_pass_at_every_optimisation_level() {
     let out = make("c-tests");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("memcpy snapshot") && !stdout.contains("MISMATCH"), "{stdout}");
+    assert!(
+        stdout.contains("memcpy snapshot") && !stdout.contains("MISMATCH"),
+        "{stdout}"
+    );
 }

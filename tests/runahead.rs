@@ -49,16 +49,24 @@ impl Rng {
 const USED: [usize; 12] = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14];
 
 fn r64(n: usize) -> AsmRegister64 {
-    [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15][n]
+    [
+        rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+    ][n]
 }
 fn r32(n: usize) -> AsmRegister32 {
-    [eax, ecx, edx, ebx, esp, ebp, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d][n]
+    [
+        eax, ecx, edx, ebx, esp, ebp, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d,
+    ][n]
 }
 fn r16(n: usize) -> AsmRegister16 {
-    [ax, cx, dx, bx, sp, bp, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w][n]
+    [
+        ax, cx, dx, bx, sp, bp, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w,
+    ][n]
 }
 fn r8_(n: usize) -> AsmRegister8 {
-    [al, cl, dl, bl, spl, bpl, sil, dil, r8b, r9b, r10b, r11b, r12b, r13b, r14b, r15b][n]
+    [
+        al, cl, dl, bl, spl, bpl, sil, dil, r8b, r9b, r10b, r11b, r12b, r13b, r14b, r15b,
+    ][n]
 }
 
 /// A map offset for an access of `size` bytes touching only registers in [`USED`].
@@ -192,7 +200,10 @@ impl Program {
         assert!(bytes.len() <= SIZE);
         // SAFETY: the mapping is SIZE bytes long and writable.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.cast(), bytes.len()) };
-        Program { mem: mem.cast(), len: SIZE }
+        Program {
+            mem: mem.cast(),
+            len: SIZE,
+        }
     }
 
     /// Runs the program with `regs` (indexed like [`USED`]) and the status flags `flags`;
@@ -246,7 +257,10 @@ fn sweep(seed: u64, programs: usize, max_len: usize) -> usize {
             let s2 = of::engine::signal::stats();
             of::engine::signal::set_runahead(true);
             ran_ahead += s1.runahead_instructions - s0.runahead_instructions;
-            assert_eq!(s2.runahead_instructions, s1.runahead_instructions, "run-ahead ran while off");
+            assert_eq!(
+                s2.runahead_instructions, s1.runahead_instructions,
+                "run-ahead ran while off"
+            );
             faults_off += s2.faults_emulated - s1.faults_emulated;
             faults_on += s1.faults_emulated - s0.faults_emulated;
             assert_eq!(
@@ -256,8 +270,13 @@ fn sweep(seed: u64, programs: usize, max_len: usize) -> usize {
         }
     }
     // The comparison means something only if run-ahead really ran.
-    assert!(ran_ahead > 0 && faults_on < faults_off, "run-ahead never engaged: {ran_ahead} instructions, {faults_on} vs {faults_off} faults");
-    println!("faults with run-ahead on: {faults_on}, off: {faults_off}; instructions run ahead: {ran_ahead}");
+    assert!(
+        ran_ahead > 0 && faults_on < faults_off,
+        "run-ahead never engaged: {ran_ahead} instructions, {faults_on} vs {faults_off} faults"
+    );
+    println!(
+        "faults with run-ahead on: {faults_on}, off: {faults_off}; instructions run ahead: {ran_ahead}"
+    );
     instructions
 }
 
@@ -271,13 +290,18 @@ fn seed() -> u64 {
 #[test]
 fn runahead_matches_one_fault_per_instruction() {
     let n = sweep(seed(), 150, 48);
-    println!("run-ahead on/off: 150 programs, {n} instructions, 4 states each, seed {:#x}", seed());
+    println!(
+        "run-ahead on/off: 150 programs, {n} instructions, 4 states each, seed {:#x}",
+        seed()
+    );
 }
 
 #[test]
 #[ignore = "long sweep: cargo test --release --test runahead -- --ignored"]
 fn runahead_matches_one_fault_per_instruction_full_sweep() {
     let n = sweep(seed() ^ 0xFFFF, 5000, 96);
-    println!("run-ahead on/off: 5000 programs, {n} instructions, 4 states each, seed {:#x}", seed() ^ 0xFFFF);
+    println!(
+        "run-ahead on/off: 5000 programs, {n} instructions, 4 states each, seed {:#x}",
+        seed() ^ 0xFFFF
+    );
 }
-

@@ -8,19 +8,36 @@ use std::process::Command;
 /// target/<profile>/examples/<name>, built by `cargo test` alongside this test.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
 }
 
 #[test]
 fn hello_world_prints_rsp_and_its_arguments_and_exits_0() {
-    let out = Command::new(example("hello_world")).output().expect("run hello_world");
+    let out = Command::new(example("hello_world"))
+        .output()
+        .expect("run hello_world");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = stdout.lines();
     let rsp = lines.next().unwrap_or_default();
-    let value = rsp.strip_prefix("rsp: 0x").expect("first line is `rsp: 0x...`");
+    let value = rsp
+        .strip_prefix("rsp: 0x")
+        .expect("first line is `rsp: 0x...`");
     let value = u64::from_str_radix(value, 16).expect("hex rsp");
-    assert!(value > 0x1000 && value % 8 == 0, "implausible rsp {value:#x}");
+    assert!(
+        value > 0x1000 && value.is_multiple_of(8),
+        "implausible rsp {value:#x}"
+    );
     assert!(stdout.lines().any(|l| l == "a1: 1, a2: 1234"), "{stdout}");
 }
 
@@ -33,7 +50,11 @@ fn a_read_outside_the_map_dies_by_sigsegv_after_one_line() {
         std::process::exit(0); // not reached
     }
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_read_outside_the_map_dies_by_sigsegv_after_one_line", "--nocapture"])
+        .args([
+            "--exact",
+            "a_read_outside_the_map_dies_by_sigsegv_after_one_line",
+            "--nocapture",
+        ])
         .env("OF_SPINE_CHILD", "1")
         .output()
         .unwrap();
@@ -41,5 +62,8 @@ fn a_read_outside_the_map_dies_by_sigsegv_after_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ours: Vec<_> = stderr.lines().filter(|l| l.starts_with("of: ")).collect();
     assert_eq!(ours.len(), 1, "{stderr}");
-    assert!(ours[0].contains("0x800") && ours[0].contains("outside the register map"), "{stderr}");
+    assert!(
+        ours[0].contains("0x800") && ours[0].contains("outside the register map"),
+        "{stderr}"
+    );
 }

@@ -49,7 +49,12 @@ fn movdqu_load_joins_two_registers_and_store_splits() {
 #[test]
 fn vmovdqu_ymm_loads_four_registers() {
     of::map_registers().unwrap();
-    let vals = [0x0101_0101_0101_0101u64, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303, 0x0404_0404_0404_0404];
+    let vals = [
+        0x0101_0101_0101_0101u64,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+        0x0404_0404_0404_0404,
+    ];
     let mut got = [0u64; 4];
     // SAFETY: as above; ymm0 declared.
     unsafe {
@@ -75,7 +80,11 @@ fn misaligned_movdqa_raises_gp_like_the_cpu() {
     }
     use std::os::unix::process::ExitStatusExt;
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "misaligned_movdqa_raises_gp_like_the_cpu", "--nocapture"])
+        .args([
+            "--exact",
+            "misaligned_movdqa_raises_gp_like_the_cpu",
+            "--nocapture",
+        ])
         .env("OF_VECTOR_CHILD", "1")
         .output()
         .unwrap();
@@ -83,11 +92,17 @@ fn misaligned_movdqa_raises_gp_like_the_cpu() {
 }
 
 /// `op xmm1, [mem]` on an ordinary buffer vs on map bytes holding the same values.
-fn arith(name: &str, native: unsafe fn(*const u8, &mut [u8; 16]), mapped: unsafe fn(u64, u64, &mut [u8; 16])) {
+fn arith(
+    name: &str,
+    native: unsafe fn(*const u8, &mut [u8; 16]),
+    mapped: unsafe fn(u64, u64, &mut [u8; 16]),
+) {
     of::map_registers().unwrap();
     let mut seed = 0x9E37_79B9u64;
     for _ in 0..200 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let (a, b) = (seed, seed.rotate_left(17) ^ 0xFFFF_0000_FFFF_0000);
         // Legacy-SSE memory operands must be 16-byte aligned (they are, at 0x40, in the map).
         #[repr(align(16))]

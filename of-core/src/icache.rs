@@ -69,7 +69,7 @@ pub fn decode(
         let e = unsafe { (*slot.entry.get()).assume_init_ref() };
         let len = e.len as usize;
         let hit = e.rip == rip && n >= len && (now ^ e.bytes) & ((1u128 << (8 * len)) - 1) == 0;
-        let found = hit.then(|| (e.instr, e.offsets));
+        let found = hit.then_some((e.instr, e.offsets));
         slot.state.store(VALID, Ordering::Release);
         if let Some(found) = found {
             return Ok(found);

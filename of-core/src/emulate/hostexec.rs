@@ -339,12 +339,11 @@ pub fn register_form(
     let lay = layout(raw).ok_or(unsupported)?;
     // Cross-check with the decoder so we never execute a misparsed instruction.
     if offsets.has_displacement()
-        && (offsets.displacement_offset() as usize + offsets.displacement_size() as usize
-            != lay.operand_end)
+        && (offsets.displacement_offset() + offsets.displacement_size() != lay.operand_end)
     {
         return Err(unsupported);
     }
-    if offsets.has_immediate() && offsets.immediate_offset() as usize != lay.operand_end {
+    if offsets.has_immediate() && offsets.immediate_offset() != lay.operand_end {
         return Err(unsupported);
     }
 
@@ -670,16 +669,16 @@ pub fn vector_register_form(
     raw: &[u8],
     offsets: &iced_x86::ConstantOffsets,
 ) -> Result<RegisterForm, EmulationError> {
-    let unsupported = EmulationError::Unsupported("vector instruction cannot be executed in register form");
+    let unsupported =
+        EmulationError::Unsupported("vector instruction cannot be executed in register form");
     let raw = raw.get(..instr.len()).ok_or(unsupported)?;
     let lay = layout(raw).ok_or(unsupported)?;
     if offsets.has_displacement()
-        && (offsets.displacement_offset() as usize + offsets.displacement_size() as usize
-            != lay.operand_end)
+        && (offsets.displacement_offset() + offsets.displacement_size() != lay.operand_end)
     {
         return Err(unsupported);
     }
-    if offsets.has_immediate() && offsets.immediate_offset() as usize != lay.operand_end {
+    if offsets.has_immediate() && offsets.immediate_offset() != lay.operand_end {
         return Err(unsupported);
     }
     let mem_op = (0..instr.op_count())
@@ -693,16 +692,16 @@ pub fn vector_register_form(
                 used_vec |= 1 << ((r as u32 - Register::XMM0 as u32) & 15);
             } else if r.is_ymm() {
                 used_vec |= 1 << ((r as u32 - Register::YMM0 as u32) & 15);
-            } else if r.is_gpr() && r.full_register() == Register::RSP {
-                return Err(unsupported);
-            } else if !r.is_gpr() {
+            } else if !r.is_gpr() || r.full_register() == Register::RSP {
                 return Err(unsupported);
             }
         }
     }
     let can_extend = lay.rex.is_some() || matches!(lay.vex, Some((_, 3)));
     let limit = if can_extend { 16 } else { 8 };
-    let scratch = (0..limit).find(|&n| used_vec & (1 << n) == 0).ok_or(unsupported)?;
+    let scratch = (0..limit)
+        .find(|&n| used_vec & (1 << n) == 0)
+        .ok_or(unsupported)?;
     let b_ext = (scratch >> 3) as u8;
     let mut out = [0u8; 16];
     let mut n = 0;
@@ -713,7 +712,11 @@ pub fn vector_register_form(
             _ => true,
         };
         if keep {
-            out[n] = if Some(j) == lay.rex { (b & !0x03) | b_ext } else { b };
+            out[n] = if Some(j) == lay.rex {
+                (b & !0x03) | b_ext
+            } else {
+                b
+            };
             n += 1;
         }
     }
@@ -741,7 +744,8 @@ pub fn vector_register_form(
         n += 1;
     }
     // Verify the rewrite means what we think.
-    let check = iced_x86::Decoder::with_ip(64, &out[..n], 0, iced_x86::DecoderOptions::NONE).decode();
+    let check =
+        iced_x86::Decoder::with_ip(64, &out[..n], 0, iced_x86::DecoderOptions::NONE).decode();
     if check.is_invalid()
         || check.mnemonic() != instr.mnemonic()
         || check.op_count() != instr.op_count()
@@ -763,14 +767,20 @@ pub fn vector_register_form(
                 return Err(unsupported);
             }
         } else if check.op_kind(i) != instr.op_kind(i)
-            || (instr.op_kind(i) == OpKind::Register && check.op_register(i) != instr.op_register(i))
+            || (instr.op_kind(i) == OpKind::Register
+                && check.op_register(i) != instr.op_register(i))
         {
             return Err(unsupported);
         }
     }
     out[n] = 0xC3;
     n += 1;
-    Ok(RegisterForm { bytes: out, len: n, scratch, rsp_alias: None })
+    Ok(RegisterForm {
+        bytes: out,
+        len: n,
+        scratch,
+        rsp_alias: None,
+    })
 }
 
 /// What a vector host execution found.
@@ -799,18 +809,30 @@ pub fn execute_vector<M: Machine + ?Sized>(
     operand: &[u8; 32],
 ) -> Result<VectorOutcome, EmulationError> {
     if !vector_supported() {
-        return Err(EmulationError::Unsupported("vector host execution needs AVX"));
+        return Err(EmulationError::Unsupported(
+            "vector host execution needs AVX",
+        ));
     }
-    let slot = Slot::claim().ok_or(EmulationError::Unsupported("no executable memory for host execution"))?;
+    let slot = Slot::claim().ok_or(EmulationError::Unsupported(
+        "no executable memory for host execution",
+    ))?;
     let bytes = form.bytes();
     // SAFETY: the slot is ours until `slot` drops and is SLOT_SIZE >= 17 bytes long.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot.ptr, bytes.len()) };
-    let mut regs = HostRegs { gpr: [0; 16], rflags: (m.rflags() & (STATUS_FLAGS | DF)) | 2, code: slot.ptr as u64 };
+    let mut regs = HostRegs {
+        gpr: [0; 16],
+        rflags: (m.rflags() & (STATUS_FLAGS | DF)) | 2,
+        code: slot.ptr as u64,
+    };
     for (i, g) in regs.gpr.iter_mut().enumerate() {
         *g = m.gpr(i);
     }
     let guest_mxcsr = m.mxcsr();
-    let mut v = VectorRegs { ymm: [[0; 32]; 16], mxcsr: guest_mxcsr | 0x1F80, host_mxcsr: 0 };
+    let mut v = VectorRegs {
+        ymm: [[0; 32]; 16],
+        mxcsr: guest_mxcsr | 0x1F80,
+        host_mxcsr: 0,
+    };
     for (i, y) in v.ymm.iter_mut().enumerate() {
         y[..16].copy_from_slice(&m.xmm(i).to_le_bytes());
         y[16..].copy_from_slice(&m.ymm_high(i).to_le_bytes());

@@ -225,17 +225,29 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
         }
         Kind::VectorHost => {
             if let Some((_, ea, size)) = explicit {
-                acc.push(Access { addr: ea, size, write: false });
+                acc.push(Access {
+                    addr: ea,
+                    size,
+                    write: false,
+                });
             }
         }
         Kind::Vector(_) => {
             if let Some((op, ea, size)) = explicit {
-                acc.push(Access { addr: ea, size, write: op == 0 });
+                acc.push(Access {
+                    addr: ea,
+                    size,
+                    write: op == 0,
+                });
             }
         }
         Kind::CacheControl => {
             if let Some((_, ea, _)) = explicit {
-                acc.push(Access { addr: ea, size: 1, write: false });
+                acc.push(Access {
+                    addr: ea,
+                    size: 1,
+                    write: false,
+                });
             }
         }
         Kind::Unsupported(_) => {
@@ -385,23 +397,12 @@ pub fn load_value<M: Machine + ?Sized>(
 
 /// Map writes held back until the instruction's register results are in place (SPEC §2: when
 /// one instruction writes a register and map bytes that alias it, the map write is applied last).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct MapWrites {
     addr: [u64; 4],
     len: [u8; 4],
     data: [[u8; 32]; 4],
     n: usize,
-}
-
-impl Default for MapWrites {
-    fn default() -> Self {
-        MapWrites {
-            addr: [0; 4],
-            len: [0; 4],
-            data: [[0; 32]; 4],
-            n: 0,
-        }
-    }
 }
 
 impl MapWrites {

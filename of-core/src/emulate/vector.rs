@@ -13,8 +13,8 @@
 
 use super::operands::{self, MapWrites};
 use super::{EmulationError, Exception, hostexec};
-use iced_x86::ConstantOffsets;
 use crate::machine::Machine;
+use iced_x86::ConstantOffsets;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// How a vector data-movement instruction moves bytes.
@@ -49,22 +49,57 @@ pub enum Move {
 pub fn classify(instr: &Instruction) -> Option<Move> {
     use Mnemonic as M;
     Some(match instr.mnemonic() {
-        M::Movdqu | M::Movups | M::Movupd | M::Lddqu | M::Vmovdqu | M::Vmovups | M::Vmovupd
+        M::Movdqu
+        | M::Movups
+        | M::Movupd
+        | M::Lddqu
+        | M::Vmovdqu
+        | M::Vmovups
+        | M::Vmovupd
         | M::Vlddqu => Move::Full { aligned: false },
-        M::Movdqa | M::Movaps | M::Movapd | M::Movntdq | M::Movntps | M::Movntpd | M::Movntdqa
-        | M::Vmovdqa | M::Vmovaps | M::Vmovapd | M::Vmovntdq | M::Vmovntps | M::Vmovntpd
+        M::Movdqa
+        | M::Movaps
+        | M::Movapd
+        | M::Movntdq
+        | M::Movntps
+        | M::Movntpd
+        | M::Movntdqa
+        | M::Vmovdqa
+        | M::Vmovaps
+        | M::Vmovapd
+        | M::Vmovntdq
+        | M::Vmovntps
+        | M::Vmovntpd
         | M::Vmovntdqa => Move::Full { aligned: true },
         M::Movd | M::Movq | M::Movss | M::Vmovd | M::Vmovq | M::Vmovss | M::Vmovsd => Move::Scalar,
         M::Movsd if !instr.is_string_instruction() => Move::Scalar,
         M::Movlps | M::Movlpd | M::Vmovlps | M::Vmovlpd => Move::Low64,
         M::Movhps | M::Movhpd | M::Vmovhps | M::Vmovhpd => Move::High64,
-        M::Vbroadcastss | M::Vbroadcastsd | M::Vbroadcastf128 | M::Vbroadcasti128
-        | M::Vpbroadcastb | M::Vpbroadcastw | M::Vpbroadcastd | M::Vpbroadcastq => Move::Broadcast,
+        M::Vbroadcastss
+        | M::Vbroadcastsd
+        | M::Vbroadcastf128
+        | M::Vbroadcasti128
+        | M::Vpbroadcastb
+        | M::Vpbroadcastw
+        | M::Vpbroadcastd
+        | M::Vpbroadcastq => Move::Broadcast,
         M::Movddup => Move::Duplicate64,
         M::Vmovddup if !is_ymm(instr.op0_register()) => Move::Duplicate64,
-        M::Pinsrb | M::Pinsrw | M::Pinsrd | M::Pinsrq | M::Vpinsrb | M::Vpinsrw | M::Vpinsrd
+        M::Pinsrb
+        | M::Pinsrw
+        | M::Pinsrd
+        | M::Pinsrq
+        | M::Vpinsrb
+        | M::Vpinsrw
+        | M::Vpinsrd
         | M::Vpinsrq => Move::Insert,
-        M::Pextrb | M::Pextrw | M::Pextrd | M::Pextrq | M::Vpextrb | M::Vpextrw | M::Vpextrd
+        M::Pextrb
+        | M::Pextrw
+        | M::Pextrd
+        | M::Pextrq
+        | M::Vpextrb
+        | M::Vpextrw
+        | M::Vpextrd
         | M::Vpextrq => Move::Extract,
         M::Vinsertf128 | M::Vinserti128 => Move::Insert128,
         M::Vextractf128 | M::Vextracti128 => Move::Extract128,
@@ -232,7 +267,11 @@ pub fn execute<M: Machine + ?Sized>(
                 _ => m.xmm(n),
             };
             let shift = 8 * size * index;
-            let mask = if size == 16 { u128::MAX } else { ((1u128 << (8 * size)) - 1) << shift };
+            let mask = if size == 16 {
+                u128::MAX
+            } else {
+                ((1u128 << (8 * size)) - 1) << shift
+            };
             set_xmm_dest(m, n, (base & !mask) | ((e << shift) & mask), vex);
             Ok(())
         }
@@ -274,7 +313,10 @@ pub fn host_candidate(instr: &Instruction) -> bool {
         }
     }
     let mem = operands::memory_operand(instr);
-    vector && matches!(mem, Some(i) if i > 0) && instr.vsib().is_none() && operands::memory_size(instr) <= 32
+    vector
+        && matches!(mem, Some(i) if i > 0)
+        && instr.vsib().is_none()
+        && operands::memory_size(instr) <= 32
 }
 
 /// Legacy-SSE instructions with a 16-byte memory operand that do not require alignment
@@ -282,8 +324,12 @@ pub fn host_candidate(instr: &Instruction) -> bool {
 fn unaligned_ok(instr: &Instruction) -> bool {
     matches!(
         instr.mnemonic(),
-        Mnemonic::Pcmpestri | Mnemonic::Pcmpestrm | Mnemonic::Pcmpistri | Mnemonic::Pcmpistrm
-            | Mnemonic::Pcmpestri64 | Mnemonic::Pcmpestrm64
+        Mnemonic::Pcmpestri
+            | Mnemonic::Pcmpestrm
+            | Mnemonic::Pcmpistri
+            | Mnemonic::Pcmpistrm
+            | Mnemonic::Pcmpestri64
+            | Mnemonic::Pcmpestrm64
     )
 }
 
@@ -314,7 +360,9 @@ pub fn execute_host<M: Machine + ?Sized>(
     match hostexec::execute_vector(m, &form, &operand)? {
         hostexec::VectorOutcome::Done => Ok(()),
         hostexec::VectorOutcome::Unmasked(flags) => {
-            Err(EmulationError::Exception(Exception::SimdFloatingPoint { flags }))
+            Err(EmulationError::Exception(Exception::SimdFloatingPoint {
+                flags,
+            }))
         }
     }
 }

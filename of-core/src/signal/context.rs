@@ -243,7 +243,9 @@ impl Machine for SignalContext<'_> {
         }
     }
     fn ymm_high(&self, n: usize) -> u128 {
-        let Some((area, bv)) = self.ymm_area() else { return 0 };
+        let Some((area, bv)) = self.ymm_area() else {
+            return 0;
+        };
         // SAFETY: `ymm_area` checked the frame holds XSAVE state with the YMM component.
         unsafe {
             if core::ptr::read_unaligned(bv) & YMM_BIT == 0 {
@@ -253,7 +255,9 @@ impl Machine for SignalContext<'_> {
         }
     }
     fn set_ymm_high(&mut self, n: usize, value: u128) {
-        let Some((area, bv)) = self.ymm_area() else { return };
+        let Some((area, bv)) = self.ymm_area() else {
+            return;
+        };
         // SAFETY: as in `ymm_high`; when the component was in its initial configuration its
         // bytes are not meaningful, so all sixteen upper halves are zeroed before setting one.
         unsafe {

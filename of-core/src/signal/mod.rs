@@ -242,12 +242,24 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     let mut m = SignalContext::new(uc);
     let rip = crate::machine::Machine::rip(&m);
     if rip < PAGE_SIZE {
-        return Outcome::ChainWithNote(Note { instr: None, addr, rip, why: None, fetch: true });
+        return Outcome::ChainWithNote(Note {
+            instr: None,
+            addr,
+            rip,
+            why: None,
+            fetch: true,
+        });
     }
     let mut bytes = [0u8; 16];
     let len = fetch(rip, &mut bytes);
     let Ok((instr, offsets)) = crate::icache::decode(&bytes, len, rip) else {
-        return Outcome::ChainWithNote(Note { instr: None, addr, rip, why: None, fetch: false });
+        return Outcome::ChainWithNote(Note {
+            instr: None,
+            addr,
+            rip,
+            why: None,
+            fetch: false,
+        });
     };
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
@@ -266,9 +278,13 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             }
             Outcome::Resume
         }
-        Err(EmulationError::NotOurs(why)) => {
-            Outcome::ChainWithNote(Note { instr: Some(instr), addr, rip, why: Some(why), fetch: false })
-        }
+        Err(EmulationError::NotOurs(why)) => Outcome::ChainWithNote(Note {
+            instr: Some(instr),
+            addr,
+            rip,
+            why: Some(why),
+            fetch: false,
+        }),
         Err(EmulationError::Unsupported(reason)) => {
             report::cannot_emulate(&instr, &bytes[..len], reason);
             // The instruction faults again on return and the default action kills the process
@@ -278,7 +294,6 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             Outcome::Resume
         }
         Err(EmulationError::Exception(e)) => {
-            drop(m);
             report::raise(uc, e, rip);
             Outcome::Resume
         }

@@ -28,7 +28,8 @@ pub fn prepare() {
         fmt.options_mut().set_hex_prefix("0x");
         fmt.options_mut().set_hex_suffix("");
         fmt.options_mut().set_uppercase_hex(false);
-        fmt.options_mut().set_memory_size_options(iced_x86::MemorySizeOptions::Always);
+        fmt.options_mut()
+            .set_memory_size_options(iced_x86::MemorySizeOptions::Always);
         // Decode and format one instruction of each common shape to build the tables.
         for bytes in [
             &b"\x48\x01\x04\x25\x08\x00\x00\x00"[..],
