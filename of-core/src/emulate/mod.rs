@@ -136,6 +136,17 @@ pub fn emulate<M: Machine + ?Sized>(
 ) -> Result<(), EmulationError> {
     let kind = table::classify(instr);
     let acc = operands::accesses(m, instr, kind);
+    if let Kind::Unsupported(reason) = kind {
+        // A map access we do not emulate (x87, fxsave/xsave, ...) is reported as such even when
+        // its operand also runs past the mapped bytes (a 512-byte fxsave always does).
+        let hits_map = acc.as_slice().iter().any(|a| match fault_addr {
+            Some(f) => a.covers(f) && map::is_mapped(f, 1),
+            None => map::touches_page0(a.addr, a.size) && map::is_mapped(a.addr, 1),
+        });
+        if hits_map {
+            return Err(EmulationError::Unsupported(reason));
+        }
+    }
     check_ownership(acc.as_slice(), fault_addr)?;
     execute(m, instr, raw, offsets, kind)
 }

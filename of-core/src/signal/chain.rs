@@ -89,14 +89,23 @@ pub unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc
                 libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig);
             }
         }
-    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: the previous handler was registered with SA_SIGINFO, so this is its type.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { core::mem::transmute(h) };
-        f(sig, info, ctx);
     } else {
-        // SAFETY: without SA_SIGINFO the handler takes only the signal number.
-        let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
-        f(sig);
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was registered with SA_SIGINFO, so this is its type.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { core::mem::transmute(h) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: without SA_SIGINFO the handler takes only the signal number.
+            let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
+            f(sig);
+        }
+        // A handler that declines a *sent* signal by restoring the default action (Rust's std
+        // handler does this for anything but a stack overflow) expects it to be delivered
+        // again, which only happens by itself for faults: send it again.
+        // SAFETY: info is the kernel-provided siginfo; tgkill on our own thread.
+        if unsafe { (*info).si_code } <= 0 && current_is_default(sig) {
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod altstack;
 pub mod chain;
 pub mod context;
 pub mod report;
+pub mod stacks;
 
 use crate::decode::MAX_INSTRUCTION_LEN;
 use crate::emulate::{self, EmulationError};
@@ -102,6 +103,7 @@ fn install_now() -> Result<(), InstallError> {
         return Err(InstallError::ExecutableMemory);
     }
     report::prepare();
+    stacks::init();
     context::probe_xsave();
     report::find_si_addr_offset();
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
@@ -164,6 +166,27 @@ pub unsafe extern "C" fn handler(
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
 ) {
+    let mut args = Args { sig, info, ctx };
+    // SAFETY: `body` takes a pointer to `args`, which outlives the call, and does not unwind
+    // (it is extern "C": a panic aborts).
+    unsafe { stacks::run_on_pool_stack(body, (&mut args as *mut Args).cast()) };
+}
+
+/// The handler's arguments, passed to [`body`] across the stack switch.
+struct Args {
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+}
+
+/// The handler proper, on a pool stack.
+///
+/// # Safety
+/// `args` points to the [`Args`] of the current signal.
+unsafe extern "C" fn body(args: *mut u8) {
+    // SAFETY: the caller passes a valid Args.
+    let Args { sig, info, ctx } = unsafe { &*args.cast::<Args>() };
+    let (sig, info, ctx) = (*sig, *info, *ctx);
     // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's value.
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes valid pointers for an SA_SIGINFO handler.
