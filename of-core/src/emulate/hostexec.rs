@@ -394,15 +394,21 @@ pub fn register_form(
     let mut rsp_alias = None;
     if names_rsp {
         let alias = pick(&mut used).ok_or(unsupported)?;
+        // rsp may be named twice (`mulx esp, esp, [m]`: ModRM.reg and VEX.vvvv): rename both.
+        let mut renamed = false;
         if reg_field == 4 {
             if alias >= 8 && !extended {
                 return Err(unsupported);
             }
             reg_field = alias as u8;
             r_ext = (alias >> 3) as u8;
-        } else if vvvv == Some(4) {
+            renamed = true;
+        }
+        if vvvv == Some(4) {
             vvvv = Some(alias as u8);
-        } else {
+            renamed = true;
+        }
+        if !renamed {
             return Err(unsupported);
         }
         rsp_alias = Some(alias);

@@ -323,28 +323,48 @@ fn stack_accesses<M: Machine + ?Sized>(
             }
         }
         Mnemonic::Leave => {
+            let n = if instr.code() == iced_x86::Code::Leavew {
+                2
+            } else {
+                8
+            };
             let rbp = m.gpr(5);
             acc.push(Access {
                 addr: rbp,
-                size: 8,
+                size: n,
                 write: false,
             });
         }
         Mnemonic::Enter => {
+            let n = if instr.code() == iced_x86::Code::Enterw_imm16_imm8 {
+                2
+            } else {
+                8
+            };
             let level = u64::from(instr.immediate8_2nd() % 32);
-            let n = 8 * (1 + level);
+            let total = n * if level == 0 { 1 } else { level + 1 };
             acc.push(Access {
-                addr: rsp.wrapping_sub(n),
-                size: n,
+                addr: rsp.wrapping_sub(total),
+                size: total,
                 write: true,
             });
             if level > 1 {
                 let rbp = m.gpr(5);
-                let m_ = 8 * (level - 1);
+                let m_ = n * (level - 1);
                 acc.push(Access {
                     addr: rbp.wrapping_sub(m_),
                     size: m_,
                     write: false,
+                });
+            }
+            // The CPU write-checks the final rsp before pushing (seen on AMD: #PF there, with
+            // SEGV_ACCERR on a read-only page), so that address can be the fault address.
+            let alloc = u64::from(instr.immediate16());
+            if alloc != 0 {
+                acc.push(Access {
+                    addr: rsp.wrapping_sub(total).wrapping_sub(alloc),
+                    size: 1,
+                    write: true,
                 });
             }
         }

@@ -6,11 +6,11 @@
 //! register changes (a fault leaves the registers untouched), then rsp/rbp/rip change, and map
 //! writes come last (SPEC §2).
 
-use super::EmulationError;
 use super::operands::{self, MapWrites};
+use super::{EmulationError, Exception};
 use crate::machine::Machine;
-use crate::map::RFLAGS_READ_CLEARED;
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use crate::map::{self, RFLAGS_READ_CLEARED};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 /// rflags bits `popf` may change at CPL 3 with IOPL 0: CF PF AF ZF SF TF DF OF NT AC ID
 /// (Intel SDM Vol. 2B, POPF, table 4-16). IF and IOPL are left alone.
@@ -114,11 +114,16 @@ pub fn execute<M: Machine + ?Sized>(
             m.set_rip(target);
         }
         Mnemonic::Leave => {
-            // rsp <- rbp; rbp <- pop()
+            // rsp <- rbp; rbp <- pop() (bp <- 16-bit pop with 0x66; Intel SDM Vol. 2A, LEAVE).
+            let n = if instr.code() == Code::Leavew { 2 } else { 8 };
             let rbp = m.gpr(5);
-            let v = operands::load_value(m, rbp, 8)?;
-            m.set_gpr(4, rbp.wrapping_add(8));
-            m.set_gpr(5, v);
+            let v = operands::load_value(m, rbp, n)?;
+            m.set_gpr(4, rbp.wrapping_add(n));
+            if n == 2 {
+                operands::write_register(m, Register::BP, v)?;
+            } else {
+                m.set_gpr(5, v);
+            }
         }
         Mnemonic::Enter => enter(m, instr, w)?,
         _ => {
@@ -130,47 +135,77 @@ pub fn execute<M: Machine + ?Sized>(
     Ok(())
 }
 
-/// ENTER imm16, imm8 in 64-bit mode (Intel SDM Vol. 2A, ENTER, "Operation"): push rbp; for
-/// nesting level L > 0 push L-1 frame pointers copied from the enclosing frame and the new
-/// frame pointer; rbp <- frame; rsp <- rsp - imm16.
+/// ENTER imm16, imm8 in 64-bit mode (Intel SDM Vol. 2A, ENTER, "Operation"), operand size 64
+/// or 16 (0x66): push rbp; for nesting level L > 0 (imm8 mod 32) push L-1 frame pointers copied
+/// from the enclosing frame and the new frame pointer; rbp <- frame; rsp <- rsp - imm16.
+///
+/// All pushes form one contiguous block below rsp, computed before anything is written. In
+/// ordinary memory it is written before any register changes (a fault leaves them untouched);
+/// in the map it is written after rbp and rsp change (SPEC §2: the map write is applied last).
 fn enter<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,
-    w: &mut MapWrites,
+    _w: &mut MapWrites,
 ) -> Result<(), EmulationError> {
+    let n: u64 = if instr.code() == Code::Enterw_imm16_imm8 {
+        2
+    } else {
+        8
+    };
     let alloc = u64::from(instr.immediate16());
     let level = u64::from(instr.immediate8_2nd() % 32);
-    let mut rsp = m.gpr(4);
+    let rsp = m.gpr(4);
     let rbp = m.gpr(5);
-    // Values to push, computed before anything is written.
-    rsp = rsp.wrapping_sub(8);
-    let frame = rsp;
-    let mut pushes = [(0u64, 0u64); 4];
-    let mut count = 0;
-    pushes[count] = (rsp, rbp);
-    count += 1;
+    let pushes = if level == 0 { 1 } else { level + 1 };
+    let total = n * pushes;
+    let base = rsp.wrapping_sub(total);
+    let frame = rsp.wrapping_sub(n);
+    // The k-th push (0 = rbp) lands at rsp - n * (k + 1).
+    let mut block = [0u8; 8 * 32];
+    let put = |block: &mut [u8; 8 * 32], k: u64, v: u64| {
+        let at = (total - n * (k + 1)) as usize;
+        block[at..at + n as usize].copy_from_slice(&v.to_le_bytes()[..n as usize]);
+    };
+    put(&mut block, 0, rbp);
     if level > 0 {
-        if level > 3 {
-            return Err(EmulationError::Unsupported(
-                "enter with nesting level above 3",
-            ));
+        for i in 1..level {
+            // As on memory, a copied frame pointer sees the bytes this instruction has already
+            // pushed (the i pushes so far cover rsp - n * i .. rsp).
+            let src = rbp.wrapping_sub(n * i);
+            let mut v = operands::load_value(m, src, n)?.to_le_bytes();
+            let pushed_from = rsp.wrapping_sub(n * i);
+            for (j, b) in v.iter_mut().enumerate().take(n as usize) {
+                let a = src.wrapping_add(j as u64);
+                if a.wrapping_sub(pushed_from) < n * i {
+                    *b = block[a.wrapping_sub(base) as usize];
+                }
+            }
+            put(&mut block, i, u64::from_le_bytes(v));
         }
-        let mut src = rbp;
-        for _ in 1..level {
-            src = src.wrapping_sub(8);
-            let v = operands::load_value(m, src, 8)?;
-            rsp = rsp.wrapping_sub(8);
-            pushes[count] = (rsp, v);
-            count += 1;
-        }
-        rsp = rsp.wrapping_sub(8);
-        pushes[count] = (rsp, frame);
-        count += 1;
+        put(&mut block, level, frame);
     }
-    for &(addr, v) in &pushes[..count] {
-        operands::store_value(m, w, addr, 8, v)?;
+    let bytes = &block[..total as usize];
+    let in_map = map::touches_page0(base, total);
+    if !in_map {
+        m.write_memory(base, bytes).map_err(|f| {
+            EmulationError::Exception(Exception::PageFault {
+                addr: f.addr,
+                write: true,
+            })
+        })?;
     }
-    m.set_gpr(5, frame);
-    m.set_gpr(4, rsp.wrapping_sub(alloc));
+    if n == 2 {
+        operands::write_register(m, Register::BP, frame)?;
+    } else {
+        m.set_gpr(5, frame);
+    }
+    m.set_gpr(4, base.wrapping_sub(alloc));
+    if in_map && !map::write(m, base, bytes) {
+        // Unreachable after the ownership check (the block is one access of `accesses`).
+        return Err(EmulationError::Exception(Exception::PageFault {
+            addr: base,
+            write: true,
+        }));
+    }
     Ok(())
 }

@@ -83,10 +83,6 @@ pub fn classify(instr: &Instruction) -> Kind {
         | M::Rcr
         | M::Shld
         | M::Shrd
-        | M::Mul
-        | M::Imul
-        | M::Div
-        | M::Idiv
         | M::Bsf
         | M::Bsr
         | M::Lzcnt
@@ -141,6 +137,9 @@ pub fn classify(instr: &Instruction) -> Kind {
         | M::Cmovle
         | M::Cmovg => Kind::Host { writes: mem_op0 },
         M::Cmp | M::Test => Kind::Host { writes: false },
+        // The memory operand of mul/imul/div/idiv is a source only (one-operand forms write
+        // rdx:rax; imul r, r/m (, imm) writes its register).
+        M::Mul | M::Imul | M::Div | M::Idiv => Kind::Host { writes: false },
         // Selector checks read a 16-bit selector from memory or a register alike.
         M::Lar | M::Lsl => Kind::Host { writes: false },
         M::Verr | M::Verw => Kind::Host { writes: false },

@@ -1,0 +1,301 @@
+//! The three runs of a case and their comparison.
+//!
+//! - **native**: the instruction with its operand in the native image, on the CPU. Its final
+//!   registers, with the bytes it stored to the image then applied to them (SPEC §2: the map
+//!   write is applied last), are the expected result.
+//! - **fault**: the instruction with its operand in page 0, on the CPU, through `of`'s SIGSEGV
+//!   handler (real faults; run-ahead as configured).
+//! - **emulate**: the same bytes through `of_core::emulate::emulate` on an
+//!   `of_core::RegisterFile` (no faults; used for the bulk of the states).
+
+use crate::arena::{Arena, MEMORY_LEN};
+use crate::case::{Case, Ctx};
+use crate::model::{self, DF, RFLAGS_FIXED, Regs, STATUS};
+use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use of_core::emulate::{EmulationError, Exception};
+
+/// The observable result of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// General-purpose registers (encoding order).
+    pub gpr: [u64; 16],
+    /// Where execution continues (the landing address), or the address of the instruction
+    /// that raised `signal`.
+    pub rip: u64,
+    /// rflags (only the status flags and DF are compared).
+    pub rflags: u64,
+    /// 0, or the signal raised (SIGFPE for #DE).
+    pub signal: i32,
+    /// The compared ordinary memory.
+    pub memory: [u8; MEMORY_LEN],
+}
+
+/// Which run disagreed with the native one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// Through real faults and `of`'s handler.
+    Fault,
+    /// Through `of_core::emulate` on a `RegisterFile`.
+    Emulate,
+}
+
+/// Intel-syntax text of `bytes` decoded at `ip`.
+pub fn disassemble(bytes: &[u8], ip: u64) -> String {
+    let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+    let instr = d.decode();
+    let mut out = String::new();
+    IntelFormatter::new().format(&instr, &mut out);
+    out
+}
+
+/// Runs cases on one thread's arena.
+pub struct Runner {
+    arena: Arena,
+    /// The arena's addresses.
+    pub ctx: Ctx,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Runner::new()
+    }
+}
+
+impl Runner {
+    /// A runner with a fresh arena for the calling thread.
+    pub fn new() -> Runner {
+        let arena = Arena::new();
+        let ctx = Ctx::of(&arena);
+        Runner { arena, ctx }
+    }
+
+    /// The native run and the expected result derived from it.
+    pub fn expected(&mut self, case: &Case) -> Outcome {
+        let ctx = self.ctx;
+        let len = case.native_code.len();
+        self.arena
+            .set_image(&ctx.image(&case.regs, case.rflags, len));
+        self.arena.set_memory(&case.memory);
+        let regs: [u64; 16] = std::array::from_fn(|i| case.reloc_in[i].apply(case.regs[i], ctx.nb));
+        let landing = case.target.unwrap_or(ctx.code + len as u64);
+        let exit = self
+            .arena
+            .run(&case.native_code, landing, regs, case.rflags);
+        let image = self.arena.image();
+        let relocs = if exit.signal == 0 {
+            &case.reloc_out
+        } else {
+            &case.reloc_in
+        };
+        let mut r = Regs {
+            gpr: std::array::from_fn(|i| relocs[i].undo(exit.gpr[i], ctx.nb)),
+            rip: exit.landed,
+            rflags: exit.rflags,
+        };
+        if exit.signal == 0 {
+            for &(off, n) in &case.writes {
+                let mut bytes = image[off as usize..(off + n) as usize].to_vec();
+                for &p in &case.pointer_data {
+                    if p >= off && p + 8 <= off + n {
+                        let i = (p - off) as usize;
+                        let v = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+                        bytes[i..i + 8].copy_from_slice(&v.wrapping_sub(ctx.nb).to_le_bytes());
+                    }
+                }
+                model::overlay(&mut r, off, &bytes);
+            }
+        }
+        Outcome {
+            gpr: r.gpr,
+            rip: r.rip,
+            rflags: r.rflags,
+            signal: exit.signal,
+            memory: self.arena.memory(),
+        }
+    }
+
+    /// Whether the fault run can be made: its landing address can hold a stub.
+    pub fn can_fault_run(&self, case: &Case, expected: &Outcome) -> bool {
+        expected.signal != 0 || self.arena.can_land(expected.rip, case.map_code.len())
+    }
+
+    /// The fault run (requires [`Runner::can_fault_run`]).
+    pub fn fault(&mut self, case: &Case, expected: &Outcome) -> Outcome {
+        let len = case.map_code.len();
+        let landing = if expected.signal != 0 {
+            self.ctx.code + len as u64
+        } else {
+            expected.rip
+        };
+        self.arena.set_memory(&case.memory);
+        let exit = self
+            .arena
+            .run(&case.map_code, landing, case.regs, case.rflags);
+        Outcome {
+            gpr: exit.gpr,
+            rip: exit.landed,
+            rflags: exit.rflags,
+            signal: exit.signal,
+            memory: self.arena.memory(),
+        }
+    }
+
+    /// The emulate run, or why the emulator refused the instruction.
+    ///
+    /// # Errors
+    /// A description of the refusal (`Unsupported`, `NotOurs`, a decode error).
+    pub fn emulate(&self, case: &Case) -> Result<Outcome, String> {
+        let ctx = self.ctx;
+        let mut rf = of_core::RegisterFile {
+            gpr: case.regs,
+            rip: ctx.code,
+            rflags: (case.rflags & (STATUS | DF)) | RFLAGS_FIXED,
+            fs_base: ctx.fs,
+            gs_base: ctx.gs,
+            memory_base: ctx.mem,
+            memory: case.memory,
+            ..Default::default()
+        };
+        let (instr, offsets) = of_core::decode::decode(&case.map_code, ctx.code)
+            .map_err(|e| format!("decode error {e:?}"))?;
+        let signal = match of_core::emulate(&mut rf, &instr, &case.map_code, &offsets, None) {
+            Ok(()) => 0,
+            Err(EmulationError::Exception(Exception::DivideError)) => libc::SIGFPE,
+            Err(EmulationError::Exception(e)) => return Err(format!("raised {e:?}")),
+            Err(EmulationError::Unsupported(r)) => return Err(format!("refused: {r}")),
+            Err(EmulationError::NotOurs(w)) => return Err(format!("not ours: {w:?}")),
+        };
+        Ok(Outcome {
+            gpr: rf.gpr,
+            rip: rf.rip,
+            rflags: rf.rflags,
+            signal,
+            memory: rf.memory,
+        })
+    }
+}
+
+const NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+
+fn flag_names(bits: u64) -> String {
+    let mut v = Vec::new();
+    for (b, n) in [
+        (0, "CF"),
+        (2, "PF"),
+        (4, "AF"),
+        (6, "ZF"),
+        (7, "SF"),
+        (10, "DF"),
+        (11, "OF"),
+    ] {
+        if bits & (1 << b) != 0 {
+            v.push(n);
+        }
+    }
+    v.join(" ")
+}
+
+/// The differences between an expected and an actual outcome (empty when they agree): all 16
+/// GPRs, the six status flags and DF, the landing address, the signal, the compared memory.
+pub fn differences(expected: &Outcome, actual: &Outcome) -> Vec<String> {
+    let mut d = Vec::new();
+    if expected.signal != actual.signal {
+        d.push(format!(
+            "signal: expected {}, got {}",
+            expected.signal, actual.signal
+        ));
+    }
+    if expected.rip != actual.rip {
+        d.push(format!(
+            "rip (landing): expected {:#x}, got {:#x}",
+            expected.rip, actual.rip
+        ));
+    }
+    for ((name, e), a) in NAMES.iter().zip(expected.gpr).zip(actual.gpr) {
+        if e != a {
+            d.push(format!("{name}: expected {e:#018x}, got {a:#018x}"));
+        }
+    }
+    let m = STATUS | DF;
+    let x = (expected.rflags ^ actual.rflags) & m;
+    if x != 0 {
+        d.push(format!(
+            "flags differ in [{}]: expected [{}], got [{}]",
+            flag_names(x),
+            flag_names(expected.rflags & m),
+            flag_names(actual.rflags & m)
+        ));
+    }
+    if let Some(i) = (0..MEMORY_LEN).find(|&i| expected.memory[i] != actual.memory[i]) {
+        d.push(format!(
+            "memory differs from byte {i} (stack top - {:#x})",
+            MEMORY_LEN / 2 - i.min(MEMORY_LEN / 2)
+        ));
+    }
+    d
+}
+
+/// A readable dump of a case's input state.
+pub fn describe_state(case: &Case) -> String {
+    let mut s = String::new();
+    for (name, v) in NAMES.iter().zip(case.regs) {
+        s.push_str(&format!("{name}={v:#x} "));
+    }
+    s.push_str(&format!("flags=[{}]", flag_names(case.rflags)));
+    s
+}
+
+/// The outcomes of one case.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The CPU's result on the native image, with the stored bytes applied last.
+    pub expected: Outcome,
+    /// Through `of_core::emulate`.
+    pub emulated: Outcome,
+    /// Through real faults (`None` if the landing address could not hold a stub).
+    pub faulted: Option<Outcome>,
+}
+
+impl Runner {
+    /// Runs `case` three ways and compares.
+    ///
+    /// # Errors
+    /// A description of every difference (or of the emulator's refusal).
+    pub fn check(&mut self, case: &Case) -> Result<Checked, String> {
+        let expected = self.expected(case);
+        let text = disassemble(&case.map_code, self.ctx.code);
+        let emulated = self
+            .emulate(case)
+            .map_err(|e| format!("`{text}` at {:#x}: emulate run: {e}", case.offset))?;
+        let d = differences(&expected, &emulated);
+        if !d.is_empty() {
+            return Err(format!(
+                "`{text}` at {:#x}: emulate run: {d:?}; input {}",
+                case.offset,
+                describe_state(case)
+            ));
+        }
+        let faulted = if self.can_fault_run(case, &expected) {
+            let f = self.fault(case, &expected);
+            let d = differences(&expected, &f);
+            if !d.is_empty() {
+                return Err(format!(
+                    "`{text}` at {:#x}: fault run: {d:?}; input {}",
+                    case.offset,
+                    describe_state(case)
+                ));
+            }
+            Some(f)
+        } else {
+            None
+        };
+        Ok(Checked {
+            expected,
+            emulated,
+            faulted,
+        })
+    }
+}
