@@ -1,31 +1,25 @@
-//! The original `of` demo: read rsp through the map, then move rsp and jump through rip to a
-//! function, passing its two arguments in rdi and rsi written through the map.
+//! The original `of` demo, written with `#[of::mapped]`: read rsp through the map, then move
+//! rsp and jump through rip to a function, passing its two arguments in rdi and rsi written
+//! through the map.
 //!
-//! `cargo run --example hello_world` (debug) and `--release` behave the same: the four map
-//! writes are one `asm!` block, so no compiler-generated code runs between moving rsp and
-//! jumping.
+//! The four register statements in `unsafe { … }` become ONE `asm!` block (one page-0
+//! instruction each), so no compiler-generated code runs between moving rsp and jumping, and
+//! `cargo run --example hello_world` (debug) behaves exactly like `--release`.
 
-use std::arch::asm;
-
+#[of::mapped]
 fn main() {
     let r = of::map_registers().expect("of: cannot map registers");
-    println!("rsp: {:#x}", r.rsp.load());
+    let sp = r.rsp;
+    println!("rsp: {sp:#x}");
     let target = hello as extern "C" fn(u64, u64) -> ! as usize as u64;
     // SAFETY: `hello` never returns and runs on this thread's stack below the current frame,
     // as if called: rsp moves down by 8 (the return-address slot of a call), rdi and rsi carry
-    // its arguments, and rip jumps to it. The sources live in r8..r10, which the block does not
-    // write through the map.
+    // its arguments, and the rip write jumps to it.
     unsafe {
-        asm!(
-            "mov qword ptr [0x38], r8",  // rdi = 1 (rdi is map offset 0x38)
-            "mov qword ptr [0x30], r9",  // rsi = 1234 (rsi is map offset 0x30)
-            "sub qword ptr [0x20], 8",   // rsp -= 8, as a call would push
-            "mov qword ptr [0x80], r10", // rip = hello: jump
-            in("r8") 1u64,
-            in("r9") 1234u64,
-            in("r10") target,
-            options(noreturn),
-        );
+        r.rdi = 1;
+        r.rsi = 1234;
+        r.rsp -= 8;
+        r.rip = target;
     }
 }
 

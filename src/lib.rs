@@ -18,6 +18,21 @@
 //! instruction emitted with `asm!`), or `#[of::mapped]` for plain field syntax. From C and
 //! assembly, link `libof.a` and call `map_registers()` (see `include/of.h`).
 //!
+//! With `#[of::mapped]`, plain field syntax; consecutive register statements become one `asm!`
+//! block, one page-0 instruction each:
+//!
+//! ```
+//! #[of::mapped]
+//! fn demo(r: &mut of::Registers) -> u64 {
+//!     r.r8 = 40;
+//!     r.r8 += 2;
+//!     let v = r.r8;
+//!     v
+//! }
+//! let mut r = of::map_registers().unwrap();
+//! assert_eq!(demo(&mut r), 42);
+//! ```
+//!
 //! ```
 //! let mut r = of::map_registers().unwrap();
 //! r.rax.store(41);

@@ -1,0 +1,3 @@
+#[of::mapped]
+struct S;
+fn main() {}

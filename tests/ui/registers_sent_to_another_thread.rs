@@ -1,0 +1,6 @@
+fn main() {
+    let r = of::map_registers().unwrap();
+    std::thread::spawn(move || {
+        let _ = r.rax.load();
+    });
+}
