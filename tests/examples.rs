@@ -1,0 +1,42 @@
+//! The examples run as programs: `dump` prints the register table, and a program written for
+//! `of` 0.1 (tests/compat-0.1, a separate crate) builds unchanged and works in debug and release.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+}
+
+#[test]
+fn dump_prints_every_register_with_its_offset() {
+    let out = Command::new(example("dump")).output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for (name, off) in [("rax", "0x0"), ("rsp", "0x20"), ("r15", "0x78"), ("rip", "0x80"), ("xmm15", "0x1f0")] {
+        assert!(s.lines().any(|l| l.starts_with(name) && l.contains(off)), "{name}: {s}");
+    }
+    let rsp = s.lines().find(|l| l.starts_with("rsp ")).unwrap();
+    let v = u64::from_str_radix(rsp.rsplit("0x").next().unwrap(), 16).unwrap();
+    assert!(v > 0x1000, "{rsp}");
+}
+
+#[test]
+fn a_program_written_for_of_0_1_builds_and_runs_in_debug_and_release() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests").join("compat-0.1");
+    let target = root.join("target").join("compat-0.1");
+    for release in [false, true] {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.arg("run").arg("-q").current_dir(&dir).env("CARGO_TARGET_DIR", &target);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "release={release}: {s}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(s.starts_with("rsp: "), "{s}");
+        assert!(s.contains("very good") && s.contains("a1: 1, a2: 1234"), "release={release}: {s}");
+    }
+}
