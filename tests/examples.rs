@@ -6,7 +6,12 @@ use std::process::Command;
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
 }
 
 #[test]
@@ -14,8 +19,17 @@ fn dump_prints_every_register_with_its_offset() {
     let out = Command::new(example("dump")).output().unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    for (name, off) in [("rax", "0x0"), ("rsp", "0x20"), ("r15", "0x78"), ("rip", "0x80"), ("xmm15", "0x1f0")] {
-        assert!(s.lines().any(|l| l.starts_with(name) && l.contains(off)), "{name}: {s}");
+    for (name, off) in [
+        ("rax", "0x0"),
+        ("rsp", "0x20"),
+        ("r15", "0x78"),
+        ("rip", "0x80"),
+        ("xmm15", "0x1f0"),
+    ] {
+        assert!(
+            s.lines().any(|l| l.starts_with(name) && l.contains(off)),
+            "{name}: {s}"
+        );
     }
     let rsp = s.lines().find(|l| l.starts_with("rsp ")).unwrap();
     let v = u64::from_str_radix(rsp.rsplit("0x").next().unwrap(), 16).unwrap();
@@ -29,14 +43,49 @@ fn a_program_written_for_of_0_1_builds_and_runs_in_debug_and_release() {
     let target = root.join("target").join("compat-0.1");
     for release in [false, true] {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.arg("run").arg("-q").current_dir(&dir).env("CARGO_TARGET_DIR", &target);
+        cmd.arg("run")
+            .arg("-q")
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target);
         if release {
             cmd.arg("--release");
         }
         let out = cmd.output().unwrap();
         let s = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "release={release}: {s}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "release={release}: {s}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(s.starts_with("rsp: "), "{s}");
-        assert!(s.contains("very good") && s.contains("a1: 1, a2: 1234"), "release={release}: {s}");
+        assert!(
+            s.contains("very good") && s.contains("a1: 1, a2: 1234"),
+            "release={release}: {s}"
+        );
     }
+}
+
+#[test]
+fn green_threads_switch_through_the_map_and_agree_on_the_checksum() {
+    let out = Command::new(example("green_threads")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    // The same round-robin computed here without any context switch.
+    let (coroutines, rounds) = (3u64, 1000u64);
+    let mut sum = 0u64;
+    for k in 0..rounds {
+        for me in 0..coroutines {
+            let x = (me as f64 + 0.5) * (k as f64 + 0.25);
+            sum = sum.wrapping_mul(1_000_003) ^ (me * 1_000_000 + k) ^ x.to_bits();
+        }
+    }
+    assert!(s.contains("switches: 6000"), "{s}");
+    assert!(
+        s.contains(&format!("checksum: {sum:#018x}")),
+        "{s} vs {sum:#018x}"
+    );
 }
