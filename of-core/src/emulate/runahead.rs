@@ -403,7 +403,7 @@ struct Seen {
     fast: Fast,
 }
 
-const LOCAL: usize = 8;
+const LOCAL: usize = 4;
 
 /// Runs ahead from `m.rip()` for at most `max` instructions. Returns how many were executed.
 pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
