@@ -335,6 +335,11 @@ pub fn register_form(
     offsets: &iced_x86::ConstantOffsets,
 ) -> Result<RegisterForm, EmulationError> {
     let unsupported = EmulationError::Unsupported("encoding cannot be executed in register form");
+    if !cpu_supports(instr) {
+        return Err(EmulationError::Unsupported(
+            "the host CPU does not implement this instruction",
+        ));
+    }
     let raw = raw.get(..instr.len()).ok_or(unsupported)?;
     let lay = layout(raw).ok_or(unsupported)?;
     // Cross-check with the decoder so we never execute a misparsed instruction.
@@ -677,6 +682,11 @@ pub fn vector_register_form(
 ) -> Result<RegisterForm, EmulationError> {
     let unsupported =
         EmulationError::Unsupported("vector instruction cannot be executed in register form");
+    if !cpu_supports(instr) {
+        return Err(EmulationError::Unsupported(
+            "the host CPU does not implement this instruction",
+        ));
+    }
     let raw = raw.get(..instr.len()).ok_or(unsupported)?;
     let lay = layout(raw).ok_or(unsupported)?;
     if offsets.has_displacement()
@@ -883,4 +893,110 @@ pub fn execute_vector<M: Machine + ?Sized>(
         m.set_mxcsr(guest_mxcsr | raised);
     }
     Ok(VectorOutcome::Done)
+}
+
+/// CPUID feature words read once: leaf 1 ECX/EDX, leaf 7.0 EBX/ECX/EDX, leaf 0x80000001
+/// ECX/EDX, and whether the OS enabled AVX state.
+struct Features {
+    l1c: u32,
+    l1d: u32,
+    l7b: u32,
+    l7c: u32,
+    l7d: u32,
+    e1c: u32,
+    e1d: u32,
+}
+
+static FEATURES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static FEATURES_READY: AtomicUsize = AtomicUsize::new(0);
+
+fn features() -> Features {
+    if FEATURES_READY.load(Ordering::Acquire) == 0 {
+        let l1 = core::arch::x86_64::__cpuid_count(1, 0);
+        let max = core::arch::x86_64::__cpuid(0).eax;
+        let l7 = if max >= 7 {
+            core::arch::x86_64::__cpuid_count(7, 0)
+        } else {
+            core::arch::x86_64::CpuidResult {
+                eax: 0,
+                ebx: 0,
+                ecx: 0,
+                edx: 0,
+            }
+        };
+        let emax = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+        let e1 = if emax >= 0x8000_0001 {
+            core::arch::x86_64::__cpuid(0x8000_0001)
+        } else {
+            core::arch::x86_64::CpuidResult {
+                eax: 0,
+                ebx: 0,
+                ecx: 0,
+                edx: 0,
+            }
+        };
+        let w = |a: u32, b: u32| (u64::from(a) << 32) | u64::from(b);
+        FEATURES[0].store(w(l1.ecx, l1.edx), Ordering::Relaxed);
+        FEATURES[1].store(w(l7.ebx, l7.ecx), Ordering::Relaxed);
+        FEATURES[2].store(w(l7.edx, 0), Ordering::Relaxed);
+        FEATURES[3].store(w(e1.ecx, e1.edx), Ordering::Relaxed);
+        FEATURES_READY.store(1, Ordering::Release);
+    }
+    let r = |i: usize| FEATURES[i].load(Ordering::Relaxed);
+    Features {
+        l1c: (r(0) >> 32) as u32,
+        l1d: r(0) as u32,
+        l7b: (r(1) >> 32) as u32,
+        l7c: r(1) as u32,
+        l7d: (r(2) >> 32) as u32,
+        e1c: (r(3) >> 32) as u32,
+        e1d: r(3) as u32,
+    }
+}
+
+/// Whether this CPU implements every CPUID feature `instr` needs, so running it on the host
+/// cannot raise #UD (Intel SDM Vol. 2A, CPUID; AMD APM Vol. 3 appendix E). Features this table
+/// does not know are treated as absent: such instructions are refused, never executed.
+pub fn cpu_supports(instr: &Instruction) -> bool {
+    use iced_x86::CpuidFeature as F;
+    let f = features();
+    let bit = |w: u32, b: u32| (w >> b) & 1 == 1;
+    let avx_os = crate::signal::context::avx_enabled();
+    instr.code().cpuid_features().iter().all(|feat| match feat {
+        F::INTEL8086 | F::INTEL186 | F::INTEL286 | F::INTEL386 | F::INTEL486 | F::X64 => true,
+        F::CMOV => bit(f.l1d, 15),
+        F::CX8 => bit(f.l1d, 8),
+        F::CMPXCHG16B => bit(f.l1c, 13),
+        F::MMX => bit(f.l1d, 23),
+        F::SSE => bit(f.l1d, 25),
+        F::SSE2 => bit(f.l1d, 26),
+        F::SSE3 => bit(f.l1c, 0),
+        F::SSSE3 => bit(f.l1c, 9),
+        F::SSE4_1 => bit(f.l1c, 19),
+        F::SSE4_2 => bit(f.l1c, 20),
+        F::PCLMULQDQ => bit(f.l1c, 1),
+        F::AES => bit(f.l1c, 25),
+        F::MOVBE => bit(f.l1c, 22),
+        F::POPCNT => bit(f.l1c, 23),
+        F::FMA => bit(f.l1c, 12) && avx_os,
+        F::F16C => bit(f.l1c, 29) && avx_os,
+        F::AVX => bit(f.l1c, 28) && avx_os,
+        F::AVX2 => bit(f.l7b, 5) && avx_os,
+        F::BMI1 => bit(f.l7b, 3),
+        F::BMI2 => bit(f.l7b, 8),
+        F::ADX => bit(f.l7b, 19),
+        F::SHA => bit(f.l7b, 29),
+        F::VAES => bit(f.l7c, 9) && avx_os,
+        F::VPCLMULQDQ => bit(f.l7c, 10) && avx_os,
+        F::GFNI => bit(f.l7c, 8),
+        F::MOVDIRI => bit(f.l7c, 27),
+        F::LZCNT => bit(f.e1c, 5),
+        F::SSE4A => bit(f.e1c, 6),
+        F::RDPID => bit(f.l7c, 22),
+        _ => {
+            let _ = f.l7d;
+            let _ = f.e1d;
+            false
+        }
+    })
 }

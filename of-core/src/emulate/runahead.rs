@@ -179,6 +179,9 @@ fn register_only<M: Machine + ?Sized>(m: &mut M, instr: &Instruction, raw: &[u8]
             {
                 return false;
             }
+            if !hostexec::cpu_supports(instr) {
+                return false;
+            }
             let Some(form) = hostexec::verbatim(&raw[..instr.len()]) else {
                 return false;
             };
