@@ -56,10 +56,13 @@ fn register_file() -> impl Strategy<Value = RegisterFile> {
         any::<[u64; 4]>(),
     )
         .prop_map(|(gpr, flags, x)| {
-            let mut m = RegisterFile::default();
-            m.gpr = gpr;
-            m.rflags = (flags & 0xCD5) | 0x202; // TF/AC never set: the core loads only status+DF
-            m.rip = 0x40_0000;
+            let mut m = RegisterFile {
+                gpr,
+                // TF/AC never set: the core loads only the status flags and DF.
+                rflags: (flags & 0xCD5) | 0x202,
+                rip: 0x40_0000,
+                ..RegisterFile::default()
+            };
             m.xmm[0] = u128::from(x[0]) | (u128::from(x[1]) << 64);
             m.xmm[1] = u128::from(x[2]) | (u128::from(x[3]) << 64);
             m
