@@ -115,3 +115,26 @@ fn random_instructions_long_run() {
     let decoded = run(cases);
     println!("core fuzz: {cases} cases, {decoded} decoded and emulated, no panic or crash");
 }
+
+/// Found by the long run (a hang, not a crash): `rep stosq` with rdi pointing at rdi's own slot
+/// and rax = 0x30 writes rdi = 0x30, then rdi += 8 = 0x38 again, so the pointer never leaves the
+/// map and the emulation loop ran for rcx (up to 2^64) iterations inside one signal. Each call
+/// must now return after a bounded number of iterations with the instruction left interrupted
+/// (rip on it, rcx counted down), as the CPU leaves an interrupted `rep`.
+#[test]
+fn rep_stos_into_its_own_pointer_slot_returns_interrupted() {
+    let bytes = [0xF3, 0x48, 0xAB]; // rep stosq
+    let mut m = RegisterFile {
+        rip: 0x40_0000,
+        rflags: 0x202,
+        ..RegisterFile::default()
+    };
+    m.gpr[0] = 0x30; // rax: the value stored into rdi's slot
+    m.gpr[1] = u64::MAX; // rcx
+    m.gpr[7] = 0x38; // rdi: rdi's own slot
+    let (instr, offsets) = decode::decode(&bytes, m.rip).unwrap();
+    emulate(&mut m, &instr, &bytes, &offsets, Some(0x38)).unwrap();
+    assert_eq!(m.rip, 0x40_0000, "left on the instruction");
+    assert!(m.gpr[1] < u64::MAX && m.gpr[1] > 0, "rcx {:#x}", m.gpr[1]);
+    assert_eq!(m.gpr[7], 0x38);
+}

@@ -79,9 +79,9 @@ fn the_fault_path_does_not_allocate() {
         r.r8 <<= 2;
         assert_eq!(r.r8.load(), 48);
         let mut buf = [0u8; 16];
-        let (mut q, mut rem) = (1000u64, 0u64);
+        let (q, rem): (u64, u64);
         // SAFETY: registers named are declared; the map accesses: div by r9 (map operand), a
-        // rep stosb into r10/r11 (rdi in the map), a vector load, push/pop with an rsp-free form.
+        // rep stosb into r10/r11 (rdi in the map), a vector load of r10:r11.
         unsafe {
             asm!(
                 "div qword ptr [0x48]",        // rdx:rax / r9 through the map
@@ -91,18 +91,63 @@ fn the_fault_path_does_not_allocate() {
                 "rep stosb",                   // r10, r11 = 0x5a.. through the map
                 "movdqu xmm0, xmmword ptr [0x50]",
                 "movdqu [{b}], xmm0",
-                "mov rax, r12",
                 b = in(reg) buf.as_mut_ptr(),
-                inout("rax") q, inout("rdx") rem, in("r9") 7u64, out("rdi") _, out("rcx") _,
-                out("r10") _, out("r11") _, out("r12") _, out("xmm0") _,
+                inout("rax") 1000u64 => q, inout("rdx") 0u64 => rem, in("r9") 7u64,
+                out("rdi") _, out("rcx") _, out("r10") _, out("r11") _, out("xmm0") _,
             );
         }
         assert_eq!(buf, [0x5a; 16]);
-        let _ = (q, rem);
+        // rax was overwritten by `mov al` after the division: only rdx (the remainder) survives.
+        assert_eq!(rem, 1000 % 7);
+        let _ = q;
+        // push/pop with map operands, including rsp's own slot: `push [0x20]` pushes the value
+        // rsp had before the push, exactly as `push rsp` does on the CPU.
+        let (copied, pushed_rsp, native_rsp): (u64, u64, u64);
+        // SAFETY: balanced pushes and pops on the real stack (no `nostack`, so the compiler
+        // leaves no red zone in use); r8/r9 are declared.
+        unsafe {
+            asm!(
+                "push qword ptr [0x40]",       // push r8 through the map
+                "pop qword ptr [0x48]",        // r9 = popped value, through the map
+                "mov {n}, rsp",
+                "push rsp",                    // native reference
+                "pop {n}",
+                "push qword ptr [0x20]",       // push rsp through the map
+                "pop {p}",
+                n = out(reg) native_rsp, p = out(reg) pushed_rsp,
+                in("r8") 0x1234_5678_9abc_def0u64, out("r9") copied,
+            );
+        }
+        assert_eq!(copied, 0x1234_5678_9abc_def0);
+        assert_eq!(pushed_rsp, native_rsp);
         let s = of::snapshot().unwrap();
         assert!(s.rip > 0x1000);
-        q = 1;
-        let _ = q;
     }
     assert!(HANDLED.load(Ordering::SeqCst) > 10);
+}
+
+/// The detector itself works: an allocation while the flag names this thread aborts.
+#[test]
+fn the_guard_aborts_an_allocation_made_while_the_flag_is_set() {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var("OF_NO_ALLOC_CASE").as_deref() == Ok("guard") {
+        // SAFETY: gettid has no preconditions.
+        IN_HANDLER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        let v = std::hint::black_box(vec![1u8; 64]);
+        IN_HANDLER.store(0, Ordering::SeqCst);
+        println!("{}", v.len());
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_guard_aborts_an_allocation_made_while_the_flag_is_set",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("OF_NO_ALLOC_CASE", "guard")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allocation inside the SIGSEGV handler"));
 }

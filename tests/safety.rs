@@ -5,7 +5,7 @@
 use std::arch::asm;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 /// Runs `scenario` (one of the `case_*` functions below) in a child process.
 fn child(test: &str, scenario: &str) -> Output {
@@ -101,16 +101,17 @@ fn call_through_a_null_function_pointer_dies_without_a_nested_fault() {
     const T: &str = "call_through_a_null_function_pointer_dies_without_a_nested_fault";
     if scenario("nullcall", || {
         of::map_registers().unwrap();
-        let f: extern "C" fn() = unsafe { std::mem::transmute(std::hint::black_box(0usize)) };
-        f();
+        call_null();
     }) {
         return;
     }
     let out = child(T, "nullcall");
     died_by(&out, libc::SIGSEGV);
-    let lines = our_lines(&out);
+    // No nested fault: the whole of stderr is at most of's one line.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = err.lines().collect();
     assert!(lines.len() <= 1, "{lines:?}");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(lines.iter().all(|l| l.starts_with("of: ")), "{lines:?}");
 }
 
 #[test]
@@ -160,16 +161,46 @@ fn instruction_longer_than_15_bytes_is_not_ours() {
 
 static SEEN: AtomicU64 = AtomicU64::new(0);
 
+/// si_code of a fault on an unmapped address (`<asm-generic/siginfo.h>`; libc has no Linux const).
+const SEGV_MAPERR: i32 = 1;
+
+/// What the SA_SIGINFO handler installed before `map_registers()` expects to see.
+static EXPECT_ADDR: AtomicU64 = AtomicU64::new(0);
+static EXPECT_CODE: AtomicI32 = AtomicI32::new(0);
+/// True: the faulting rip is 0 (a call through a null pointer); false: rip == the context's rdx,
+/// which the faulting asm loads with the address of the faulting instruction.
+static EXPECT_RIP_ZERO: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn info_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: kernel-provided arguments of an SA_SIGINFO handler.
     let (addr, code) = unsafe { ((*info).si_addr() as u64, (*info).si_code) };
-    // SAFETY: as above.
-    let rip =
-        unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] };
-    // Exit status: 40 if the fault is the one at 0x800, with SEGV_MAPERR and a real rip.
-    let ok = sig == libc::SIGSEGV && addr == 0x800 && code == 1 && rip > 0x1000;
+    // SAFETY: as above; the ucontext is the one of the faulting thread.
+    let (rip, rdx) = unsafe {
+        let g = &(*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs;
+        (
+            g[libc::REG_RIP as usize] as u64,
+            g[libc::REG_RDX as usize] as u64,
+        )
+    };
+    let want_rip = if EXPECT_RIP_ZERO.load(Ordering::SeqCst) {
+        0
+    } else {
+        rdx
+    };
+    // Exit status 40: the handler saw exactly the kernel's siginfo and the faulting context.
+    let code_out = if sig != libc::SIGSEGV {
+        41
+    } else if addr != EXPECT_ADDR.load(Ordering::SeqCst) {
+        43
+    } else if code != EXPECT_CODE.load(Ordering::SeqCst) {
+        44
+    } else if rip != want_rip || rip == 0 && !EXPECT_RIP_ZERO.load(Ordering::SeqCst) {
+        45
+    } else {
+        40
+    };
     // SAFETY: _exit is async-signal-safe.
-    unsafe { libc::_exit(if ok { 40 } else { 41 }) };
+    unsafe { libc::_exit(code_out) };
 }
 
 extern "C" fn plain_handler(sig: libc::c_int) {
@@ -188,25 +219,69 @@ fn install(handler: usize, siginfo: bool) {
     }
 }
 
+/// Reads 0x800 (page 0, outside the map) with rdx = the address of the faulting instruction.
 fn fault_0x800() {
     // SAFETY: deliberately faults.
-    unsafe { asm!("mov rax, qword ptr [0x800]", out("rax") _) };
+    unsafe {
+        asm!(
+            "lea rdx, [rip + 2f]",
+            "2: mov rax, qword ptr [0x800]",
+            out("rax") _, out("rdx") _,
+        )
+    };
+}
+
+/// A non-canonical load (#GP: SIGSEGV, SI_KERNEL, si_addr 0), rdx = the faulting instruction.
+fn fault_non_canonical() {
+    // SAFETY: deliberately faults.
+    unsafe {
+        asm!(
+            "lea rdx, [rip + 2f]",
+            "2: mov rax, qword ptr [rcx]",
+            in("rcx") 0x8000_0000_0000_0000u64, out("rax") _, out("rdx") _,
+        )
+    };
+}
+
+fn call_null() {
+    // SAFETY: deliberately calls address 0 (a bug, not a register access).
+    let f: extern "C" fn() = unsafe { std::mem::transmute(std::hint::black_box(0usize)) };
+    f();
 }
 
 #[test]
 fn handler_installed_before_gets_every_fault_that_is_not_ours() {
     const T: &str = "handler_installed_before_gets_every_fault_that_is_not_ours";
-    if scenario("before_info", || {
-        install(info_handler as *const () as usize, true);
-        let mut r = of::map_registers().unwrap();
-        r.r8.store(1); // page-0 access: ours, the previous handler is not called
-        r.r8 += 1;
-        assert_eq!(r.r8.load(), 2);
-        fault_0x800();
-    }) || scenario("before_plain", || {
+    let before_info = |expect_addr: u64, code: i32, rip_zero: bool, fault: fn()| {
+        move || {
+            EXPECT_ADDR.store(expect_addr, Ordering::SeqCst);
+            EXPECT_CODE.store(code, Ordering::SeqCst);
+            EXPECT_RIP_ZERO.store(rip_zero, Ordering::SeqCst);
+            install(info_handler as *const () as usize, true);
+            let mut r = of::map_registers().unwrap();
+            r.r8.store(1); // page-0 accesses: ours, the previous handler is not called
+            r.r8 += 1;
+            assert_eq!(r.r8.load(), 2);
+            fault();
+        }
+    };
+    if scenario(
+        "before_info",
+        before_info(0x800, SEGV_MAPERR, false, fault_0x800),
+    ) || scenario(
+        "before_info_gp",
+        before_info(0, libc::SI_KERNEL, false, fault_non_canonical),
+    ) || scenario(
+        "before_info_null",
+        before_info(0, SEGV_MAPERR, true, call_null),
+    ) || scenario("before_plain", || {
         install(plain_handler as *const () as usize, false);
         of::map_registers().unwrap();
         fault_0x800();
+    }) || scenario("before_plain_gp", || {
+        install(plain_handler as *const () as usize, false);
+        of::map_registers().unwrap();
+        fault_non_canonical();
     }) || scenario("before_ign", || {
         install(libc::SIG_IGN, false);
         of::map_registers().unwrap();
@@ -214,9 +289,27 @@ fn handler_installed_before_gets_every_fault_that_is_not_ours() {
     }) {
         return;
     }
-    assert_eq!(child(T, "before_info").status.code(), Some(40));
-    assert_eq!(child(T, "before_plain").status.code(), Some(42));
-    died_by(&child(T, "before_ign"), libc::SIGSEGV);
+    for (s, code) in [
+        ("before_info", 40),
+        ("before_info_gp", 40),
+        ("before_info_null", 40),
+        ("before_plain", 42),
+        ("before_plain_gp", 42),
+    ] {
+        let out = child(T, s);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{s}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The previous handler got the fault untouched: of printed nothing.
+        assert!(our_lines(&out).is_empty(), "{s}: {:?}", our_lines(&out));
+    }
+    let out = child(T, "before_ign");
+    died_by(&out, libc::SIGSEGV);
+    assert!(our_lines(&out).len() <= 1, "{:?}", our_lines(&out));
 }
 
 static mut OURS: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::zeroed();
@@ -398,92 +491,150 @@ fn timer_storm_during_mapped_arithmetic_gives_the_exact_result() {
         unsafe { asm!("add qword ptr [0x48], 1", inout("r9") r9) };
         std::hint::black_box(r9);
     }
-    if scenario("storm", || {
-        of::map_registers().unwrap();
-        // SAFETY: SIGALRM handler with SA_RESTART, then a 50 µs interval timer.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = tick as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-            let it = libc::itimerval {
-                it_interval: libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 50,
-                },
-                it_value: libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 50,
-                },
-            };
-            libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    let storm = |runahead: bool| {
+        move || {
+            of::map_registers().unwrap();
+            // SAFETY: SIGALRM handler with SA_RESTART, then a 50 µs interval timer.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = tick as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+                let it = libc::itimerval {
+                    it_interval: libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 50,
+                    },
+                    it_value: libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 50,
+                    },
+                };
+                libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+            }
+            // Off: one fault per increment, more interleaving; on: signals land inside run-ahead.
+            of::engine::signal::set_runahead(runahead);
+            let mut r8 = 0u64;
+            for _ in 0..200_000 {
+                // SAFETY: r8 += 3 through the map.
+                unsafe { asm!("add qword ptr [0x40], 3", inout("r8") r8) };
+            }
+            // Stop the storm before exiting: std's exit path unmaps the main thread's alternate stack,
+            // and a SIGALRM delivered then could not be (a race in the test, not in of).
+            // SAFETY: disarming the timer and blocking SIGALRM.
+            unsafe {
+                let zero: libc::itimerval = std::mem::zeroed();
+                libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGALRM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let r = if r8 == 600_000 { 9 } else { 10 };
+            // SAFETY: leaving without running exit handlers.
+            unsafe { libc::_exit(r) };
         }
-        of::engine::signal::set_runahead(false); // one fault per increment: more interleaving
-        let mut r8 = 0u64;
-        for _ in 0..200_000 {
-            // SAFETY: r8 += 3 through the map.
-            unsafe { asm!("add qword ptr [0x40], 3", inout("r8") r8) };
-        }
-        // Stop the storm before exiting: std's exit path unmaps the main thread's alternate stack,
-        // and a SIGALRM delivered then could not be (a race in the test, not in of).
-        // SAFETY: disarming the timer and blocking SIGALRM.
-        unsafe {
-            let zero: libc::itimerval = std::mem::zeroed();
-            libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGALRM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-        let r = if r8 == 600_000 { 9 } else { 10 };
-        // SAFETY: leaving without running exit handlers.
-        unsafe { libc::_exit(r) };
-    }) {
+    };
+    if scenario("storm", storm(false)) || scenario("storm_runahead", storm(true)) {
         return;
     }
-    let out = child(T, "storm");
-    assert_eq!(
-        out.status.code(),
-        Some(9),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for s in ["storm", "storm_runahead"] {
+        let out = child(T, s);
+        assert_eq!(
+            out.status.code(),
+            Some(9),
+            "{s}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. Honest failures
 
+// The faulting instructions are the first instructions of these functions, so the rip in the
+// diagnostic can be checked against the function's address.
+std::arch::global_asm!(
+    ".globl of_safety_fld",
+    "of_safety_fld:",
+    "fld qword ptr [8]",
+    "fstp st(0)",
+    "ret",
+    ".globl of_safety_fxsave",
+    "of_safety_fxsave:",
+    "fxsave [0]",
+    "ret",
+);
+
+unsafe extern "C" {
+    fn of_safety_fld();
+    fn of_safety_fxsave();
+}
+
+/// Splits `of: cannot emulate `<asm>` (<hex bytes>) at 0x<hex>: <reason>` into its parts.
+fn parse_cannot_emulate(line: &str) -> Option<(&str, Vec<u8>, u64, &str)> {
+    let rest = line.strip_prefix("of: cannot emulate `")?;
+    let (asm_text, rest) = rest.split_once("` (")?;
+    let (bytes, rest) = rest.split_once(") at 0x")?;
+    let (rip, reason) = rest.split_once(": ")?;
+    let bytes = bytes
+        .split(' ')
+        .map(|b| {
+            (b.len() == 2)
+                .then(|| u8::from_str_radix(b, 16).ok())
+                .flatten()
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    let rip = u64::from_str_radix(rip, 16).ok()?;
+    (!asm_text.is_empty() && !reason.trim().is_empty()).then_some((asm_text, bytes, rip, reason))
+}
+
 #[test]
 fn an_instruction_that_cannot_be_emulated_prints_one_line_and_dies() {
     const T: &str = "an_instruction_that_cannot_be_emulated_prints_one_line_and_dies";
-    if scenario("fld", || {
-        of::map_registers().unwrap();
-        // SAFETY: deliberately faults.
-        unsafe { asm!("fld qword ptr [8]", "fstp st(0)") };
-    }) || scenario("fxsave", || {
-        of::map_registers().unwrap();
-        // SAFETY: deliberately faults.
-        unsafe { asm!("fxsave [0]") };
-    }) {
+    let entry = |f: unsafe extern "C" fn()| {
+        move || {
+            of::map_registers().unwrap();
+            println!("AT {:x}", f as usize);
+            // SAFETY: deliberately faults on its first instruction.
+            unsafe { f() };
+        }
+    };
+    if scenario("fld", entry(of_safety_fld)) || scenario("fxsave", entry(of_safety_fxsave)) {
         return;
     }
-    for (s, text, bytes) in [
-        ("fld", "qword ptr [8]` (dd 04 25 08 00 00 00) at 0x", "x87"),
+    // (mnemonic, memory operand): the formatter may also show fld's implicit `st` destination.
+    for (s, (mnemonic, operand), bytes) in [
+        (
+            "fld",
+            ("fld ", "qword ptr [8]"),
+            &[0xdd, 0x04, 0x25, 8, 0, 0, 0][..],
+        ),
         (
             "fxsave",
-            "`fxsave [0]` (0f ae 04 25 00 00 00 00) at 0x",
-            "save areas",
+            ("fxsave ", "[0]"),
+            &[0x0f, 0xae, 0x04, 0x25, 0, 0, 0, 0][..],
         ),
     ] {
         let out = child(T, s);
         died_by(&out, libc::SIGSEGV);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let at = stdout
+            .lines()
+            .find_map(|l| l.split_once("AT ").map(|(_, a)| a.trim()))
+            .and_then(|a| u64::from_str_radix(a, 16).ok())
+            .unwrap_or_else(|| panic!("{s}: no address in {stdout}"));
         let lines = our_lines(&out);
         assert_eq!(lines.len(), 1, "{s}: {lines:?}");
+        let (asm_text, got_bytes, rip, reason) =
+            parse_cannot_emulate(&lines[0]).unwrap_or_else(|| panic!("{s}: {lines:?}"));
         assert!(
-            lines[0].starts_with("of: cannot emulate ") && lines[0].contains(text),
+            asm_text.starts_with(mnemonic) && asm_text.ends_with(operand),
             "{s}: {lines:?}"
         );
-        assert!(lines[0].contains(bytes), "{s}: {lines:?}");
+        assert_eq!(got_bytes, bytes, "{s}: {lines:?}");
+        assert_eq!(rip, at, "{s}: {lines:?}");
+        assert!(!reason.is_empty());
     }
 }

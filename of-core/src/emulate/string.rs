@@ -14,6 +14,12 @@ use iced_x86::{Instruction, Mnemonic, Register};
 const DF: u64 = 1 << 10;
 const ZF: u64 = 1 << 6;
 
+/// Iterations emulated per call. A store into rdi's or rsi's own slot can keep the pointers in
+/// the map indefinitely (rcx counts down from up to 2^64); after this many iterations the
+/// instruction is left as an interrupted `rep` (rip on it, registers advanced), so the CPU
+/// faults again and emulation continues in bounded, interruptible steps.
+const ITERATIONS_PER_CALL: u32 = 4096;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Movs,
@@ -66,10 +72,16 @@ pub fn execute<M: Machine + ?Sized>(
         _ => Register::RAX,
     };
     let mut first = true;
+    let mut iterations = 0u32;
     loop {
         if rep && m.gpr(1) & mask == 0 {
             return Ok(()); // rip is already the next instruction
         }
+        if iterations == ITERATIONS_PER_CALL {
+            m.set_rip(here); // resumed by the CPU, which faults here again
+            return Ok(());
+        }
+        iterations += 1;
         let rsi = m.gpr(6) & mask;
         let rdi = m.gpr(7) & mask;
         let src = src_seg.wrapping_add(rsi);
