@@ -7,13 +7,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn make(target: &str) -> std::process::Output {
+/// Runs `make TARGET`; `None` (after a message on stderr) when there is no C compiler or make.
+fn make(target: &str) -> Option<std::process::Output> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target_dir = root.join("target").join("c-abi");
-    assert!(
-        Command::new("gcc").arg("--version").output().is_ok(),
-        "gcc is required for the C tests (.ci/run installs build-essential)"
-    );
+    for tool in ["cc", "make"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!(
+                "SKIPPED: `{tool}` not found; the C/assembly tests need gcc, binutils and make"
+            );
+            return None;
+        }
+    }
     let out = Command::new("make")
         .arg(target)
         .current_dir(&root)
@@ -26,12 +31,12 @@ fn make(target: &str) -> std::process::Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+    Some(out)
 }
 
 #[test]
 fn make_joy_prints_through_registers_written_via_the_map() {
-    let out = make("joy");
+    let Some(out) = make("joy") else { return };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.lines().any(|l| l == "memory-mapped registers work!"),
@@ -41,7 +46,7 @@ fn make_joy_prints_through_registers_written_via_the_map() {
 
 #[test]
 fn hello_c_does_arithmetic_through_the_map() {
-    let out = make("hello");
+    let Some(out) = make("hello") else { return };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("r12 = 42") && stdout.contains(": ok"),
@@ -51,10 +56,24 @@ fn hello_c_does_arithmetic_through_the_map() {
 
 #[test]
 fn c_programs_pass_at_every_optimisation_level() {
-    let out = make("c-tests");
+    let Some(out) = make("c-tests") else { return };
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("memcpy snapshot") && !stdout.contains("MISMATCH"),
+    assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    // Every program ran at every level and reached its verdict line.
+    for prog in ["memcpy_snapshot", "pointers", "threads"] {
+        for opt in ["-O0", "-O1", "-O2", "-O3", "-Os"] {
+            assert!(
+                stdout.contains(&format!("== {prog} {opt}\n")),
+                "{prog} {opt} did not run:\n{stdout}"
+            );
+        }
+    }
+    assert_eq!(
+        stdout
+            .matches("pointers: 200 rounds, 0 mismatches: ok")
+            .count(),
+        5,
         "{stdout}"
     );
+    assert_eq!(stdout.matches(", 0 wrong: ok").count(), 5, "{stdout}");
 }
