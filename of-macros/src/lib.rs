@@ -544,10 +544,17 @@ fn mapped_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
         ));
     }
     let mut f: ItemFn = syn::parse2(item.clone()).map_err(|_| {
-        syn::Error::new_spanned(
-            &item,
-            "#[of::mapped] applies to functions (`fn name(...) { ... }`), not to this item",
-        )
+        if syn::parse2::<syn::ExprClosure>(item.clone()).is_ok() {
+            syn::Error::new_spanned(
+                &item,
+                "#[of::mapped] cannot be used on a closure: move the body into a `fn` taking `r: &mut of::Registers` and put the attribute on that fn",
+            )
+        } else {
+            syn::Error::new_spanned(
+                &item,
+                "#[of::mapped] applies to functions (`fn name(...) { ... }`), not to this item",
+            )
+        }
     })?;
     if let Some(a) = &f.sig.asyncness {
         return Err(syn::Error::new_spanned(
