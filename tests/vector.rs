@@ -149,3 +149,87 @@ arith_case!(pcmpeqb_with_a_map_source, "pcmpeqb xmm1,");
 arith_case!(pshufb_with_a_map_source, "pshufb xmm1,");
 arith_case!(addps_with_a_map_source, "addps xmm1,");
 arith_case!(vpaddq_with_a_map_source, "vpaddq xmm1, xmm1,");
+
+#[test]
+fn snapshot_reads_xmm_and_mxcsr_through_the_map() {
+    of::map_registers().unwrap();
+    // The xmm values a snapshot sees are whatever compiled code left in the registers (the
+    // xmm slots themselves are checked by the differential test); MXCSR and the segment bases
+    // are stable and compared with native reads.
+    let s = of::snapshot().unwrap();
+    let mut native_mxcsr = 0u32;
+    // SAFETY: stmxcsr writes 4 bytes to the local.
+    unsafe { asm!("stmxcsr [{}]", in(reg) &mut native_mxcsr) };
+    assert_eq!(s.mxcsr, native_mxcsr);
+    let (mut fs, mut gs) = (0u64, 0u64);
+    // SAFETY: arch_prctl ARCH_GET_FS/GS writes one u64.
+    unsafe {
+        libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64);
+        libc::syscall(libc::SYS_arch_prctl, 0x1004, &mut gs as *mut u64);
+    }
+    assert_eq!((s.fs_base, s.gs_base), (fs, gs));
+}
+
+#[test]
+fn registers_expose_mxcsr_and_read_only_segment_bases() {
+    let r = of::map_registers().unwrap();
+    let mut native = 0u32;
+    // SAFETY: stmxcsr writes 4 bytes to the local.
+    unsafe { asm!("stmxcsr [{}]", in(reg) &mut native) };
+    assert_eq!(r.mxcsr.load(), native);
+    let mut fs = 0u64;
+    // SAFETY: arch_prctl ARCH_GET_FS writes one u64.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    assert_eq!(r.fs_base.load(), fs);
+    assert_eq!(r.gs_base.load(), {
+        let mut gs = 0u64;
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1004, &mut gs as *mut u64) };
+        gs
+    });
+}
+
+#[test]
+fn ldmxcsr_and_stmxcsr_on_map_bytes() {
+    of::map_registers().unwrap();
+    let (mut before, mut after, mut stored) = (0u32, 0u32, 0u64);
+    // SAFETY: MXCSR is changed (rounding toward zero) and restored inside the block; r8 is
+    // declared.
+    unsafe {
+        asm!(
+            "stmxcsr [{b}]",
+            "mov r8d, 0x7f80",             // default masks, rounding toward zero
+            "ldmxcsr dword ptr [0x40]",    // MXCSR = r8d, through the map
+            "stmxcsr [{a}]",
+            "stmxcsr dword ptr [0x48]",    // r9's low half = MXCSR, through the map
+            "ldmxcsr [{b}]",
+            b = in(reg) &mut before, a = in(reg) &mut after,
+            out("r8") _, inout("r9") u64::MAX => stored,
+        );
+    }
+    assert_eq!(after, 0x7f80);
+    // A 4-byte store to the map keeps the high half of r9.
+    assert_eq!(stored, 0xFFFF_FFFF_0000_7F80);
+    assert_ne!(before, after);
+}
+
+#[test]
+fn ymm_upper_halves_round_trip_through_the_signal_frame() {
+    of::map_registers().unwrap();
+    let src: [u64; 4] = [1, 2, 3, 4];
+    let mut out = [0u64; 4];
+    // SAFETY: ymm5 and the GPRs used are declared; the map store writes r12..r15.
+    unsafe {
+        asm!(
+            "vmovdqu ymm5, [{s}]",
+            "vmovdqu ymmword ptr [0x60], ymm5",    // r12..r15 = the four qwords (upper half from XSAVE)
+            "vpxor xmm5, xmm5, xmm5",              // VEX.128: zeroes all of ymm5
+            "vmovdqu ymm5, ymmword ptr [0x60]",    // back, upper half into the frame's XSAVE area
+            "vmovdqu [{o}], ymm5",
+            "vzeroupper",
+            s = in(reg) src.as_ptr(), o = in(reg) out.as_mut_ptr(),
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _, out("xmm5") _,
+        );
+    }
+    assert_eq!(out, src);
+}

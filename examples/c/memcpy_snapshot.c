@@ -1,16 +1,30 @@
 /* memcpy_snapshot.c — the C library's own memcpy/memset/memcmp on map bytes.
  *
- * glibc picks an AVX2 memcpy here (vmovdqu ymm loads), so copying 0x90 bytes from address 0
- * snapshots rax..r15, rip and rflags into a buffer. memcpy preserves the callee-saved
- * registers (rbx, r12..r15: System V ABI), so the snapshot must hold exactly the values put
- * there just before the call. memcpy((void *)8, &x, 8) sets rcx (observed by a map read in the
- * same asm block), memset and memcmp work on map bytes too.
+ * glibc picks an AVX2 memcpy here (vmovdqu ymm loads), so copying 0xa0 bytes from address 0
+ * snapshots rax..r15, rip, rflags and the fs/gs bases into a buffer. What the snapshot must
+ * equal is what the registers held when glibc's load instructions ran, inside memcpy:
+ *   - rbx, rbp, r12..r15: callee-saved (System V ABI), so exactly the values put there just
+ *     before the call;
+ *   - rsp: the rsp at the call minus 8 (the return address; memcpy is a leaf that pushes
+ *     nothing);
+ *   - rip: an address inside the C library (the instruction after the load that read the rip
+ *     slot) — the program prints the 16 bytes before it so the Rust test (tests/vector_c.rs)
+ *     can check it is a vector load;
+ *   - fs base: the thread pointer (arch_prctl(ARCH_GET_FS)); gs base: 0;
+ *   - rflags: bit 1 and IF set, no system flags (RF, VM, ...).
+ * memcpy((void *)0x68, &x, 8) sets r13; memset on r12's bytes; memcmp of r12..r15 against a
+ * buffer (glibc's AVX2 memcmp compares with vpcmpeqb ymm, [mem]).
  *
- * Build: make c-tests (compiled with -fno-builtin so the calls really go to glibc).
+ * Build: make c-tests (compiled with -fno-builtin so the calls really go to glibc), or
+ * tests/vector_c.rs.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "of.h"
 
 /* Everything the asm blocks touch is a global addressed rip-relative, so pushes inside the
@@ -18,10 +32,11 @@
 void *(*volatile g_copy)(void *, const void *, size_t) = memcpy;
 void *(*volatile g_fill)(void *, int, size_t) = memset;
 int (*volatile g_compare)(const void *, const void *, size_t) = memcmp;
-uint64_t g_want[5] = {0x1111111111111111ULL, 0x1212121212121212ULL, 0x1313131313131313ULL,
-                      0x1414141414141414ULL, 0x1515151515151515ULL};
-uint64_t g_snap[18];
-uint64_t g_x = 0x0123456789abcdefULL, g_rcx_after, g_r12_after;
+uint64_t g_want[6] = {0x1111111111111111ULL, 0x1212121212121212ULL, 0x1313131313131313ULL,
+                      0x1414141414141414ULL, 0x1515151515151515ULL, 0x1616161616161616ULL};
+uint64_t g_snap[20];
+uint64_t g_rsp_at_call;
+uint64_t g_x = 0x0123456789abcdefULL, g_r13_after, g_r12_after;
 uint64_t g_expect[4] = {0x2121212121212121ULL, 0x2222222222222222ULL, 0x2323232323232323ULL,
                         0x2424242424242424ULL};
 int g_equal = -1, g_differ = -1;
@@ -33,30 +48,52 @@ int g_equal = -1, g_differ = -1;
 
 int main(void) {
     if (map_registers() != 0) return 2;
-    /* Known values in rbx and r12..r15, then memcpy(g_snap, 0, 0x90), nothing in between. */
+    /* Known values in rbx, rbp and r12..r15, then memcpy(g_snap, 0, 0xa0), nothing between. */
     __asm__ volatile(
-        "push %%rbx\n\t"                       /* rbx is callee-saved: keep the caller's */
-        "sub $8, %%rsp\n\t"                    /* 16-byte alignment at the call */
+        "push %%rbx\n\t"                       /* rbx and rbp are callee-saved: keep the caller's */
+        "push %%rbp\n\t"
         "movq g_want+0(%%rip), %%rbx\n\t"
         "movq g_want+8(%%rip), %%r12\n\t"
         "movq g_want+16(%%rip), %%r13\n\t"
         "movq g_want+24(%%rip), %%r14\n\t"
         "movq g_want+32(%%rip), %%r15\n\t"
+        "movq g_want+40(%%rip), %%rbp\n\t"
         "leaq g_snap(%%rip), %%rdi\n\t"        /* destination: an ordinary buffer */
         "xorl %%esi, %%esi\n\t"                /* source: address 0, the map */
-        "movl $0x90, %%edx\n\t"                /* rax .. rflags */
+        "movl $0xa0, %%edx\n\t"                /* rax .. gs base */
+        "movq %%rsp, g_rsp_at_call(%%rip)\n\t" /* the call is 16-byte aligned: two pushes */
         "call *g_copy(%%rip)\n\t"
-        "add $8, %%rsp\n\t"
+        "pop %%rbp\n\t"
         "pop %%rbx\n\t"
         ::: CLOBBERS);
     uint64_t *snap = g_snap;
+    uint64_t fs = 0;
+    syscall(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &fs);
+    Dl_info where;
+    int in_libc = dladdr((void *)snap[OF_RIP / 8], &where) != 0 && where.dli_fname &&
+                  strstr(where.dli_fname, "libc.so") != NULL;
+    uint64_t rflags = snap[OF_RFLAGS / 8];
     int ok = snap[OF_RBX / 8] == g_want[0] && snap[OF_R12 / 8] == g_want[1] &&
              snap[OF_R13 / 8] == g_want[2] && snap[OF_R14 / 8] == g_want[3] &&
-             snap[OF_R15 / 8] == g_want[4] && snap[OF_RSI / 8] == 0 && snap[OF_RIP / 8] > 0x1000;
-    printf("memcpy snapshot: rbx=%#llx r12=%#llx r13=%#llx r14=%#llx r15=%#llx rsi=%#llx: %s\n",
-           (unsigned long long)snap[3], (unsigned long long)snap[12], (unsigned long long)snap[13],
-           (unsigned long long)snap[14], (unsigned long long)snap[15], (unsigned long long)snap[6],
+             snap[OF_R15 / 8] == g_want[4] && snap[OF_RBP / 8] == g_want[5] &&
+             snap[OF_RSP / 8] == g_rsp_at_call - 8 && snap[OF_FS_BASE / 8] == fs &&
+             snap[OF_GS_BASE / 8] == 0 && in_libc && (rflags & 0x202) == 0x202 &&
+             (rflags & ~0xfd7ULL) == 0;
+    printf("memcpy snapshot: rbx=%#llx rbp=%#llx r12=%#llx r13=%#llx r14=%#llx r15=%#llx "
+           "rsp=%#llx (call at %#llx) fs=%#llx gs=%#llx rflags=%#llx rip=%#llx in %s: %s\n",
+           (unsigned long long)snap[3], (unsigned long long)snap[5], (unsigned long long)snap[12],
+           (unsigned long long)snap[13], (unsigned long long)snap[14],
+           (unsigned long long)snap[15], (unsigned long long)snap[4],
+           (unsigned long long)g_rsp_at_call, (unsigned long long)snap[18],
+           (unsigned long long)snap[19], (unsigned long long)rflags,
+           (unsigned long long)snap[16], in_libc ? where.dli_fname : "(not the C library)",
            ok ? "ok" : "MISMATCH");
+    if (in_libc) {
+        const unsigned char *p = (const unsigned char *)snap[OF_RIP / 8] - 16;
+        printf("bytes before rip:");
+        for (int i = 0; i < 16; i++) printf(" %02x", p[i]);
+        printf("\n");
+    }
 
     /* memset(&r12 in the map, 0xab, 8), observed through r12 itself. */
     __asm__ volatile(
@@ -75,10 +112,10 @@ int main(void) {
         "leaq g_x(%%rip), %%rsi\n\t"
         "movl $8, %%edx\n\t"
         "call *g_copy(%%rip)\n\t"
-        "movq %%r13, g_rcx_after(%%rip)\n\t"
+        "movq %%r13, g_r13_after(%%rip)\n\t"
         ::: CLOBBERS);
-    int ok4 = g_rcx_after == g_x;
-    printf("memcpy into r13: %#llx: %s\n", (unsigned long long)g_rcx_after, ok4 ? "ok" : "MISMATCH");
+    int ok4 = g_r13_after == g_x;
+    printf("memcpy into r13: %#llx: %s\n", (unsigned long long)g_r13_after, ok4 ? "ok" : "MISMATCH");
 
     /* memcmp of r12..r15 (map 0x60..0x80) against a buffer holding the same values. */
     __asm__ volatile(

@@ -261,7 +261,9 @@ impl Machine for RegisterFile {
         self.mxcsr
     }
     fn set_mxcsr(&mut self, value: u32) {
-        self.mxcsr = value & 0xFFFF;
+        // Reserved bits are those clear in the CPU's MXCSR_MASK (0x2FFFF on AMD, with the
+        // misaligned-SSE bit 17; 0xFFFF on Intel).
+        self.mxcsr = value & crate::emulate::vector::mxcsr_mask();
     }
     fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
         let r = self

@@ -668,10 +668,23 @@ unsafe fn run_vector(regs: &mut HostRegs, v: &mut VectorRegs) {
     }
 }
 
-/// The register form of a vector instruction whose memory operand is a source: ModRM.rm names a
-/// scratch xmm/ymm register the instruction does not use. The rewrite is verified by decoding
-/// it: the result must be the same mnemonic with the memory operand replaced by the scratch
-/// vector register (so forms whose register encoding means another instruction are refused).
+/// The register form of a vector instruction (see [`vector_register_form`]).
+#[derive(Clone, Copy, Debug)]
+pub struct VectorForm {
+    /// The rewritten instruction; `form.scratch` is the register standing for the memory
+    /// operand.
+    pub form: RegisterForm,
+    /// Whether the scratch register is a general-purpose register (`cvtsi2sd xmm, r/m64`: the
+    /// register form of a GPR-or-memory operand) rather than an xmm/ymm register.
+    pub scratch_gpr: bool,
+}
+
+/// The register form of a vector instruction: ModRM.rm names a scratch register, number `n`,
+/// that the instruction does not use as a vector or general-purpose register (`n` is never 4:
+/// rsp). The rewrite is verified by decoding it: the result must be the same mnemonic with the
+/// memory operand replaced by register `n` — xmm/ymm `n`, or GPR `n` for operands whose
+/// register form is a GPR — so forms whose register encoding means another instruction (movlps
+/// and movhlps, for example) are refused.
 ///
 /// # Errors
 /// [`EmulationError::Unsupported`] when no such form exists.
@@ -679,7 +692,7 @@ pub fn vector_register_form(
     instr: &Instruction,
     raw: &[u8],
     offsets: &iced_x86::ConstantOffsets,
-) -> Result<RegisterForm, EmulationError> {
+) -> Result<VectorForm, EmulationError> {
     let unsupported =
         EmulationError::Unsupported("vector instruction cannot be executed in register form");
     if !cpu_supports(instr) {
@@ -700,23 +713,46 @@ pub fn vector_register_form(
     let mem_op = (0..instr.op_count())
         .find(|&i| instr.op_kind(i) == OpKind::Memory)
         .ok_or(unsupported)?;
-    let mut used_vec = 0u16;
+    // xmm0 is an implicit operand of the variable blends and sha256rnds2; rsp (4) is never a
+    // scratch register; rax/rcx/rdx are implicit in the string compares.
+    let mut used = (1u16 << 4) | (1 << 0);
     for i in 0..instr.op_count() {
         if instr.op_kind(i) == OpKind::Register {
             let r = instr.op_register(i);
             if r.is_xmm() {
-                used_vec |= 1 << ((r as u32 - Register::XMM0 as u32) & 15);
+                used |= 1 << ((r as u32 - Register::XMM0 as u32) & 15);
             } else if r.is_ymm() {
-                used_vec |= 1 << ((r as u32 - Register::YMM0 as u32) & 15);
-            } else if !r.is_gpr() || r.full_register() == Register::RSP {
+                used |= 1 << ((r as u32 - Register::YMM0 as u32) & 15);
+            } else if r.is_gpr() && r.full_register() != Register::RSP {
+                if let Some((n, _)) = gpr_index(r) {
+                    used |= 1 << n;
+                }
+            } else {
                 return Err(unsupported);
             }
         }
     }
+    if matches!(
+        instr.mnemonic(),
+        Mnemonic::Pcmpestri
+            | Mnemonic::Pcmpestri64
+            | Mnemonic::Pcmpestrm
+            | Mnemonic::Pcmpestrm64
+            | Mnemonic::Pcmpistri
+            | Mnemonic::Pcmpistrm
+            | Mnemonic::Vpcmpestri
+            | Mnemonic::Vpcmpestri64
+            | Mnemonic::Vpcmpestrm
+            | Mnemonic::Vpcmpestrm64
+            | Mnemonic::Vpcmpistri
+            | Mnemonic::Vpcmpistrm
+    ) {
+        used |= 0b111;
+    }
     let can_extend = lay.rex.is_some() || matches!(lay.vex, Some((_, 3)));
     let limit = if can_extend { 16 } else { 8 };
     let scratch = (0..limit)
-        .find(|&n| used_vec & (1 << n) == 0)
+        .find(|&n| used & (1 << n) == 0)
         .ok_or(unsupported)?;
     let b_ext = (scratch >> 3) as u8;
     let mut out = [0u8; 16];
@@ -769,6 +805,7 @@ pub fn vector_register_form(
     {
         return Err(unsupported);
     }
+    let mut scratch_gpr = false;
     for i in 0..instr.op_count() {
         if i == mem_op {
             let r = check.op_register(i);
@@ -776,6 +813,9 @@ pub fn vector_register_form(
                 r as u32 - Register::XMM0 as u32
             } else if r.is_ymm() {
                 r as u32 - Register::YMM0 as u32
+            } else if let (true, Some((g, _))) = (r.is_gpr32() || r.is_gpr64(), gpr_index(r)) {
+                scratch_gpr = true;
+                g as u32
             } else {
                 return Err(unsupported);
             };
@@ -791,11 +831,14 @@ pub fn vector_register_form(
     }
     out[n] = 0xC3;
     n += 1;
-    Ok(RegisterForm {
-        bytes: out,
-        len: n,
-        scratch,
-        rsp_alias: None,
+    Ok(VectorForm {
+        form: RegisterForm {
+            bytes: out,
+            len: n,
+            scratch,
+            rsp_alias: None,
+        },
+        scratch_gpr,
     })
 }
 
@@ -804,9 +847,15 @@ pub fn vector_register_form(
 pub enum VectorOutcome {
     /// Done; the Machine is updated.
     Done,
-    /// The instruction raised a SIMD floating-point exception that the guest's MXCSR leaves
-    /// unmasked (#XM); nothing was changed. The value is the newly raised MXCSR flag bits.
-    Unmasked(u32),
+    /// The instruction raises a SIMD floating-point exception that the guest's MXCSR leaves
+    /// unmasked (#XM); nothing was changed.
+    Unmasked {
+        /// MXCSR as the CPU leaves it when it raises #XM (the detected exception flags set).
+        mxcsr: u32,
+        /// Whether it is a pre-computation exception (IE, DE, ZE: Intel SDM Vol. 1 §11.5.1),
+        /// detected before any result is computed.
+        before_computation: bool,
+    },
 }
 
 /// Whether the host can run [`execute_vector`] (AVX enabled by the OS).
@@ -815,15 +864,29 @@ pub fn vector_supported() -> bool {
 }
 
 /// Runs a vector register form with `operand` (up to 32 bytes, zero-extended) in the scratch
-/// vector register, and writes back GPRs, status flags, xmm/ymm and MXCSR flags.
+/// vector register, and writes back GPRs, status flags, xmm/ymm and MXCSR flags. On return
+/// `operand` holds the scratch register's final contents (the result of a form whose memory
+/// operand is the destination).
+///
+/// SIMD floating-point exceptions (Intel SDM Vol. 1 §11.5.1): the instruction runs with every
+/// exception masked and the flags cleared, so the flags it detects are known. If one of them is
+/// unmasked in the guest's MXCSR, the real instruction would have raised #XM without writing
+/// its destination: then nothing changes and [`VectorOutcome::Unmasked`] carries the MXCSR the
+/// CPU would leave (the detected flags set: the pre-computation ones IE DE ZE alone when one
+/// of those is unmasked, else all). An unmasked underflow is also signalled for tiny *exact*
+/// results, which a masked run does not flag: when the guest unmasks underflow, a second run
+/// with FTZ set finds them. Known limit: alongside an unmasked overflow or underflow the CPU
+/// sets PE only if the exponent-unbounded result is inexact, while masked runs always flag it
+/// for those elements.
 ///
 /// # Errors
 /// [`EmulationError::Unsupported`] if no code slot is available or AVX is not enabled.
 pub fn execute_vector<M: Machine + ?Sized>(
     m: &mut M,
-    form: &RegisterForm,
-    operand: &[u8; 32],
+    vform: &VectorForm,
+    operand: &mut [u8; 32],
 ) -> Result<VectorOutcome, EmulationError> {
+    let form = &vform.form;
     if !vector_supported() {
         return Err(EmulationError::Unsupported(
             "vector host execution needs AVX",
@@ -846,25 +909,61 @@ pub fn execute_vector<M: Machine + ?Sized>(
     let guest_mxcsr = m.mxcsr();
     let mut v = VectorRegs {
         ymm: [[0; 32]; 16],
-        mxcsr: guest_mxcsr | 0x1F80,
+        mxcsr: (guest_mxcsr & !0x3F) | 0x1F80,
         host_mxcsr: 0,
     };
     for (i, y) in v.ymm.iter_mut().enumerate() {
         y[..16].copy_from_slice(&m.xmm(i).to_le_bytes());
         y[16..].copy_from_slice(&m.ymm_high(i).to_le_bytes());
     }
-    v.ymm[form.scratch] = *operand;
+    if vform.scratch_gpr {
+        let mut q = [0u8; 8];
+        q.copy_from_slice(&operand[..8]);
+        regs.gpr[form.scratch] = u64::from_le_bytes(q);
+    } else {
+        v.ymm[form.scratch] = *operand;
+    }
+    let enabled = !(guest_mxcsr >> 7) & 0x3F;
+    // An unmasked underflow is signalled for every tiny result, a masked one only for tiny
+    // inexact results (Intel SDM Vol. 1 §11.5.2.4). With FTZ set and underflow masked, every
+    // tiny result sets UE: a second run in that mode finds what the unmasked run would.
+    let tiny = if enabled & 0x10 != 0 {
+        let mut regs2 = regs;
+        let mut v2 = v;
+        v2.mxcsr |= 1 << 15;
+        // SAFETY: as below.
+        unsafe { run_vector(&mut regs2, &mut v2) };
+        v2.mxcsr & 0x10
+    } else {
+        0
+    };
     // SAFETY: a verified register form of a whitelisted vector instruction followed by `ret`;
     // AVX is enabled; all SIMD exceptions are masked while it runs.
     unsafe { run_vector(&mut regs, &mut v) };
     drop(slot);
-    let raised = v.mxcsr & 0x3F & !(guest_mxcsr & 0x3F);
-    let unmasked = raised & !((guest_mxcsr >> 7) & 0x3F);
-    if unmasked != 0 {
-        return Ok(VectorOutcome::Unmasked(unmasked));
+    if vform.scratch_gpr {
+        *operand = [0; 32];
+        operand[..8].copy_from_slice(&regs.gpr[form.scratch].to_le_bytes());
+    } else {
+        *operand = v.ymm[form.scratch];
+    }
+    let raised = v.mxcsr & 0x3F;
+    let pre = raised & 0x07; // IE DE ZE: detected before the computation
+    let signalled = if pre & enabled != 0 {
+        pre
+    } else if (raised | tiny) & enabled != 0 {
+        raised | tiny
+    } else {
+        0
+    };
+    if signalled != 0 {
+        return Ok(VectorOutcome::Unmasked {
+            mxcsr: guest_mxcsr | signalled,
+            before_computation: signalled == pre,
+        });
     }
     for i in 0..16 {
-        if i == 4 {
+        if i == 4 || (vform.scratch_gpr && i == form.scratch) {
             continue;
         }
         if regs.gpr[i] != m.gpr(i) {
@@ -874,7 +973,7 @@ pub fn execute_vector<M: Machine + ?Sized>(
     let old = m.rflags();
     m.set_rflags((old & !STATUS_FLAGS) | (regs.rflags & STATUS_FLAGS));
     for (i, y) in v.ymm.iter().enumerate() {
-        if i == form.scratch {
+        if i == form.scratch && !vform.scratch_gpr {
             continue;
         }
         let mut lo = [0u8; 16];
@@ -889,7 +988,7 @@ pub fn execute_vector<M: Machine + ?Sized>(
             m.set_ymm_high(i, hi);
         }
     }
-    if raised != 0 {
+    if raised & !guest_mxcsr != 0 {
         m.set_mxcsr(guest_mxcsr | raised);
     }
     Ok(VectorOutcome::Done)

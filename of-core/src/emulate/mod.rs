@@ -31,7 +31,8 @@ pub enum Exception {
     /// #GP(0): for example a misaligned `cmpxchg16b` operand (Linux: SIGSEGV, SI_KERNEL).
     GeneralProtection,
     /// #XM: an unmasked SIMD floating-point exception (Linux: SIGFPE, FPE_FLT*); `flags` are
-    /// the MXCSR exception flag bits the instruction raised (Intel SDM Vol. 1 §11.5.2).
+    /// MXCSR's exception flags that are set and unmasked once the instruction raised it (Intel
+    /// SDM Vol. 1 §11.5.2; the kernel derives `si_code` from them). MXCSR has been updated.
     SimdFloatingPoint {
         /// MXCSR bits 0..6 (IE DE ZE OE UE PE).
         flags: u32,
@@ -179,7 +180,7 @@ pub fn execute<M: Machine + ?Sized>(
         Kind::NoAccess => Err(EmulationError::NotOurs(NotOurs::NoMapAccess)),
         Kind::CacheControl => Ok(()),
         Kind::Vector(mv) => vector::execute(m, instr, mv, &mut writes),
-        Kind::VectorHost => vector::execute_host(m, instr, raw, offsets),
+        Kind::VectorHost => vector::execute_host(m, instr, raw, offsets, &mut writes),
         Kind::Unsupported(reason) => Err(EmulationError::Unsupported(reason)),
     };
     match r {

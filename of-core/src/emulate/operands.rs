@@ -224,20 +224,20 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
             }
         }
         Kind::VectorHost => {
-            if let Some((_, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: false,
-                });
-            }
-        }
-        Kind::Vector(_) => {
             if let Some((op, ea, size)) = explicit {
                 acc.push(Access {
                     addr: ea,
                     size,
                     write: op == 0,
+                });
+            }
+        }
+        Kind::Vector(mv) => {
+            if let Some((op, ea, size)) = explicit {
+                acc.push(Access {
+                    addr: ea,
+                    size,
+                    write: op == 0 && mv != super::vector::Move::LoadMxcsr,
                 });
             }
         }

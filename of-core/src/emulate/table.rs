@@ -284,8 +284,14 @@ pub fn unsupported_reason(instr: &Instruction) -> &'static str {
             | Mnemonic::Xrstors64
     ) {
         "processor state save areas are not mapped"
+    } else if instr.vsib().is_some() {
+        "gathers (VSIB addressing) are not emulated"
+    } else if (0..instr.op_count())
+        .any(|i| instr.op_kind(i) == OpKind::Register && instr.op_register(i).is_mm())
+    {
+        "MMX registers are not mapped"
     } else if vector {
-        "vector instructions are not emulated yet"
+        "this vector instruction is not emulated"
     } else {
         "this instruction is not emulated"
     }

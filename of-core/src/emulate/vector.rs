@@ -43,6 +43,20 @@ pub enum Move {
     Insert128,
     /// vextractf128/vextracti128: a 128-bit half stored.
     Extract128,
+    /// insertps/vinsertps with a 32-bit memory source: the element goes to the index in
+    /// imm8[5:4] (the source-select bits imm8[7:6] apply to register sources only), then the
+    /// elements set in imm8[3:0] are zeroed.
+    InsertPs,
+    /// vmaskmovps/vmaskmovpd/vpmaskmovd/vpmaskmovq: elements whose mask (the VEX.vvvv register)
+    /// has its sign bit set are loaded (others zeroed) or stored (others left alone).
+    Masked {
+        /// Element size in bytes (4 or 8).
+        elem: usize,
+    },
+    /// ldmxcsr/vldmxcsr: MXCSR from memory (#GP if a reserved bit is set).
+    LoadMxcsr,
+    /// stmxcsr/vstmxcsr: MXCSR to memory.
+    StoreMxcsr,
 }
 
 /// The data-movement class of `instr`, if it is a vector move this module emulates.
@@ -71,7 +85,15 @@ pub fn classify(instr: &Instruction) -> Option<Move> {
         | M::Vmovntps
         | M::Vmovntpd
         | M::Vmovntdqa => Move::Full { aligned: true },
-        M::Movd | M::Movq | M::Movss | M::Vmovd | M::Vmovq | M::Vmovss | M::Vmovsd => Move::Scalar,
+        M::Movd
+        | M::Movq
+        | M::Movss
+        | M::Vmovd
+        | M::Vmovq
+        | M::Vmovss
+        | M::Vmovsd
+        | M::Movntss
+        | M::Movntsd => Move::Scalar,
         M::Movsd if !instr.is_string_instruction() => Move::Scalar,
         M::Movlps | M::Movlpd | M::Vmovlps | M::Vmovlpd => Move::Low64,
         M::Movhps | M::Movhpd | M::Vmovhps | M::Vmovhpd => Move::High64,
@@ -100,7 +122,14 @@ pub fn classify(instr: &Instruction) -> Option<Move> {
         | M::Vpextrb
         | M::Vpextrw
         | M::Vpextrd
-        | M::Vpextrq => Move::Extract,
+        | M::Vpextrq
+        | M::Extractps
+        | M::Vextractps => Move::Extract,
+        M::Insertps | M::Vinsertps => Move::InsertPs,
+        M::Vmaskmovps | M::Vpmaskmovd => Move::Masked { elem: 4 },
+        M::Vmaskmovpd | M::Vpmaskmovq => Move::Masked { elem: 8 },
+        M::Ldmxcsr | M::Vldmxcsr => Move::LoadMxcsr,
+        M::Stmxcsr | M::Vstmxcsr => Move::StoreMxcsr,
         M::Vinsertf128 | M::Vinserti128 => Move::Insert128,
         M::Vextractf128 | M::Vextracti128 => Move::Extract128,
         _ => return None,
@@ -171,6 +200,11 @@ pub fn execute<M: Machine + ?Sized>(
     mv: Move,
     w: &mut MapWrites,
 ) -> Result<(), EmulationError> {
+    match mv {
+        Move::LoadMxcsr => return execute_mxcsr(m, instr, true, w),
+        Move::StoreMxcsr => return execute_mxcsr(m, instr, false, w),
+        _ => {}
+    }
     let bad = EmulationError::Unsupported("vector operand form is not emulated");
     let mem = operands::memory_operand(instr).ok_or(bad)?;
     let ea = operands::effective_address(m, instr, mem).ok_or(bad)?;
@@ -294,13 +328,137 @@ pub fn execute<M: Machine + ?Sized>(
             let v = y[(instr.immediate8() & 1) as usize].to_le_bytes();
             operands::store(m, w, ea, &v)
         }
+        Move::InsertPs => {
+            let imm = instr.immediate8();
+            let e = u128::from(operands::load_value(m, ea, 4)?);
+            let base = match (vex, src2) {
+                (true, Some(s)) => m.xmm(s),
+                _ => m.xmm(n),
+            };
+            let shift = 32 * u32::from((imm >> 4) & 3);
+            let mut v = (base & !(u128::from(u32::MAX) << shift)) | (e << shift);
+            for i in 0..4 {
+                if imm & (1 << i) != 0 {
+                    v &= !(u128::from(u32::MAX) << (32 * i));
+                }
+            }
+            set_xmm_dest(m, n, v, vex);
+            Ok(())
+        }
+        Move::Masked { elem } => {
+            let len = if wide { 32 } else { 16 };
+            // The mask is the VEX.vvvv register: operand 1 in both directions.
+            let mask_reg = vec_number(instr.op1_register()).ok_or(bad)?;
+            let mask = ymm_bytes(m, mask_reg);
+            let selected = |i: usize| mask[i * elem + elem - 1] & 0x80 != 0;
+            if store {
+                let src = vec_number(instr.op2_register()).ok_or(bad)?;
+                let data = ymm_bytes(m, src);
+                // Unselected elements keep their bytes: read them first, write the whole range.
+                let mut out = [0u8; 32];
+                operands::load(m, ea, &mut out[..len])?;
+                for i in 0..len / elem {
+                    if selected(i) {
+                        out[i * elem..(i + 1) * elem]
+                            .copy_from_slice(&data[i * elem..(i + 1) * elem]);
+                    }
+                }
+                operands::store(m, w, ea, &out[..len])
+            } else {
+                let mut mem = [0u8; 32];
+                operands::load(m, ea, &mut mem[..len])?;
+                let mut out = [0u8; 32];
+                for i in 0..len / elem {
+                    if selected(i) {
+                        out[i * elem..(i + 1) * elem]
+                            .copy_from_slice(&mem[i * elem..(i + 1) * elem]);
+                    }
+                }
+                let (lo, hi) = split(&out);
+                m.set_xmm(n, lo);
+                if m.ymm_high(n) != hi {
+                    m.set_ymm_high(n, hi);
+                }
+                Ok(())
+            }
+        }
+        Move::LoadMxcsr | Move::StoreMxcsr => unreachable!("handled before operand decoding"),
     }
 }
 
-/// Whether `instr` is SSE/AVX arithmetic with a memory *source* that may run in register form:
-/// it names an xmm/ymm register, its memory operand is not operand 0, it is not a gather
-/// (VSIB) and not x87/MMX.
+/// The 32 bytes of ymm register `n`.
+fn ymm_bytes<M: Machine + ?Sized>(m: &M, n: usize) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..16].copy_from_slice(&m.xmm(n).to_le_bytes());
+    b[16..].copy_from_slice(&m.ymm_high(n).to_le_bytes());
+    b
+}
+
+/// 32 bytes as (bits 0..128, bits 128..256).
+fn split(b: &[u8; 32]) -> (u128, u128) {
+    let mut lo = [0u8; 16];
+    let mut hi = [0u8; 16];
+    lo.copy_from_slice(&b[..16]);
+    hi.copy_from_slice(&b[16..]);
+    (u128::from_le_bytes(lo), u128::from_le_bytes(hi))
+}
+
+/// MXCSR_MASK of this CPU (Intel SDM Vol. 1 §11.6.6): the MXCSR bits software may set, read
+/// once from an `fxsave` image; 0 there means the default 0xFFBF.
+pub fn mxcsr_mask() -> u32 {
+    use core::sync::atomic::{AtomicU32, Ordering};
+    static MASK: AtomicU32 = AtomicU32::new(0);
+    let cached = MASK.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    #[repr(C, align(16))]
+    struct Area([u8; 512]);
+    let mut area = Area([0; 512]);
+    // SAFETY: fxsave64 writes exactly 512 bytes to a 16-byte aligned buffer we own; it changes
+    // no register.
+    unsafe {
+        core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags));
+    }
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&area.0[28..32]);
+    let mask = match u32::from_le_bytes(b) {
+        0 => 0xFFBF,
+        v => v,
+    };
+    MASK.store(mask, Ordering::Relaxed);
+    mask
+}
+
+/// ldmxcsr/stmxcsr on map bytes.
+fn execute_mxcsr<M: Machine + ?Sized>(
+    m: &mut M,
+    instr: &Instruction,
+    load: bool,
+    w: &mut MapWrites,
+) -> Result<(), EmulationError> {
+    let bad = EmulationError::Unsupported("vector operand form is not emulated");
+    let mem = operands::memory_operand(instr).ok_or(bad)?;
+    let ea = operands::effective_address(m, instr, mem).ok_or(bad)?;
+    if load {
+        let v = operands::load_value(m, ea, 4)? as u32;
+        if v & !mxcsr_mask() != 0 {
+            return Err(EmulationError::Exception(Exception::GeneralProtection));
+        }
+        m.set_mxcsr(v);
+        Ok(())
+    } else {
+        operands::store_value(m, w, ea, 4, u64::from(m.mxcsr()))
+    }
+}
+
+/// Whether `instr` is SSE/AVX arithmetic whose memory operand may be replaced by a register:
+/// it names an xmm/ymm register or is an SSE/AVX instruction on general-purpose registers
+/// (`cvttsd2si rax, [m]`), names no other kind of register (MMX, x87, mask), and is not a
+/// gather (VSIB). A memory *destination* (operand 0) is allowed: the register form then writes
+/// the scratch register and its low bytes are stored (`vcvtps2ph [m], ymm, imm8`).
 pub fn host_candidate(instr: &Instruction) -> bool {
+    use iced_x86::CpuidFeature as F;
     let mut vector = false;
     for i in 0..instr.op_count() {
         if instr.op_kind(i) == OpKind::Register {
@@ -312,37 +470,121 @@ pub fn host_candidate(instr: &Instruction) -> bool {
             }
         }
     }
+    let simd = instr.code().cpuid_features().iter().any(|f| {
+        matches!(
+            f,
+            F::SSE
+                | F::SSE2
+                | F::SSE3
+                | F::SSSE3
+                | F::SSE4_1
+                | F::SSE4_2
+                | F::AVX
+                | F::AVX2
+                | F::FMA
+                | F::F16C
+        )
+    });
     let mem = operands::memory_operand(instr);
-    vector
-        && matches!(mem, Some(i) if i > 0)
+    (vector || simd)
+        && mem.is_some()
         && instr.vsib().is_none()
         && operands::memory_size(instr) <= 32
 }
 
 /// Legacy-SSE instructions with a 16-byte memory operand that do not require alignment
 /// (Intel SDM Vol. 1 §12.1.4 lists the string-compare instructions as exceptions).
+///
+/// The SHA extensions are listed with Exceptions Type 4 (aligned) by Intel, but AMD processors
+/// do not check their alignment (found by the differential test on AMD EPYC): they are
+/// accepted misaligned on AMD only.
 fn unaligned_ok(instr: &Instruction) -> bool {
-    matches!(
-        instr.mnemonic(),
-        Mnemonic::Pcmpestri
-            | Mnemonic::Pcmpestrm
-            | Mnemonic::Pcmpistri
-            | Mnemonic::Pcmpistrm
-            | Mnemonic::Pcmpestri64
-            | Mnemonic::Pcmpestrm64
-    )
+    use Mnemonic as M;
+    match instr.mnemonic() {
+        M::Pcmpestri
+        | M::Pcmpestrm
+        | M::Pcmpistri
+        | M::Pcmpistrm
+        | M::Pcmpestri64
+        | M::Pcmpestrm64 => true,
+        M::Sha1rnds4
+        | M::Sha1nexte
+        | M::Sha1msg1
+        | M::Sha1msg2
+        | M::Sha256rnds2
+        | M::Sha256msg1
+        | M::Sha256msg2 => is_amd(),
+        _ => false,
+    }
 }
 
-/// Executes SSE/AVX arithmetic with a map source through its register form on the host.
+/// Whether the CPU vendor is AMD (CPUID leaf 0: "AuthenticAMD"), read once.
+fn is_amd() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static VENDOR: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 AMD, 2 other
+    match VENDOR.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let l0 = core::arch::x86_64::__cpuid(0);
+            let amd = l0.ebx == 0x6874_7541 && l0.edx == 0x6974_6E65 && l0.ecx == 0x444D_4163;
+            VENDOR.store(if amd { 1 } else { 2 }, Ordering::Relaxed);
+            amd
+        }
+    }
+}
+
+/// MXCSR.UE (underflow flag) and UM (its mask).
+const MXCSR_UE: u32 = 1 << 4;
+const MXCSR_UM: u32 = 1 << 11;
+/// MXCSR.DAZ.
+const MXCSR_DAZ: u32 = 1 << 6;
+
+/// vcvtps2ph with underflow unmasked: whether an element's result is tiny (a half-precision
+/// denormal or zero from a nonzero finite source). vcvtps2ph ignores FTZ (Intel SDM Vol. 2,
+/// VCVTPS2PH), so the FTZ run of [`hostexec::execute_vector`] cannot find tiny exact results;
+/// the converted halves (`result`) and the single-precision sources tell.
+fn half_underflow<M: Machine + ?Sized>(
+    m: &M,
+    instr: &Instruction,
+    guest_mxcsr: u32,
+    result: &[u8],
+) -> bool {
+    if instr.mnemonic() != Mnemonic::Vcvtps2ph || guest_mxcsr & MXCSR_UM != 0 {
+        return false;
+    }
+    let Some(src) = vec_number(instr.op1_register()) else {
+        return false;
+    };
+    let src = ymm_bytes(m, src);
+    (0..result.len() / 2).any(|i| {
+        let mut f = [0u8; 4];
+        f.copy_from_slice(&src[4 * i..4 * i + 4]);
+        let mag = u32::from_le_bytes(f) & 0x7FFF_FFFF;
+        let zero = mag == 0 || (mag < 0x0080_0000 && guest_mxcsr & MXCSR_DAZ != 0);
+        let h = u16::from_le_bytes([result[2 * i], result[2 * i + 1]]);
+        !zero && mag < 0x7F80_0000 && h & 0x7C00 == 0
+    })
+}
+
+/// MXCSR.MM (bit 17, AMD "misaligned SSE mode", AMD APM Vol. 1 §4.4.3): when set, legacy-SSE
+/// instructions accept misaligned 16-byte operands. Only settable where MXCSR_MASK has it.
+const MXCSR_MM: u32 = 1 << 17;
+
+/// Executes SSE/AVX arithmetic on a map operand through its register form on the host: a
+/// source operand is loaded into the scratch register first; a destination operand (operand 0)
+/// receives the scratch register's low bytes afterwards.
 ///
 /// # Errors
 /// #GP for a misaligned legacy-SSE 16-byte operand; #XM for an unmasked SIMD floating-point
-/// exception; [`EmulationError::Unsupported`] if no register form exists.
+/// exception (MXCSR's flags are then updated, as the CPU does); [`EmulationError::Unsupported`]
+/// if no register form exists.
 pub fn execute_host<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,
     raw: &[u8],
     offsets: &ConstantOffsets,
+    w: &mut MapWrites,
 ) -> Result<(), EmulationError> {
     let bad = EmulationError::Unsupported("vector operand form is not emulated");
     let mem = operands::memory_operand(instr).ok_or(bad)?;
@@ -351,17 +593,55 @@ pub fn execute_host<M: Machine + ?Sized>(
     if size == 0 || size > 32 {
         return Err(bad);
     }
-    if !is_vex(instr) && size == 16 && ea % 16 != 0 && !unaligned_ok(instr) {
+    if !is_vex(instr)
+        && size == 16
+        && ea % 16 != 0
+        && !unaligned_ok(instr)
+        && m.mxcsr() & MXCSR_MM == 0
+    {
         return Err(EmulationError::Exception(Exception::GeneralProtection));
     }
-    let mut operand = [0u8; 32];
-    operands::load(m, ea, &mut operand[..size])?;
     let form = hostexec::vector_register_form(instr, raw, offsets)?;
-    match hostexec::execute_vector(m, &form, &operand)? {
-        hostexec::VectorOutcome::Done => Ok(()),
-        hostexec::VectorOutcome::Unmasked(flags) => {
+    let mut operand = [0u8; 32];
+    if mem != 0 {
+        operands::load(m, ea, &mut operand[..size])?;
+    }
+    let guest_mxcsr = m.mxcsr();
+    let outcome = hostexec::execute_vector(m, &form, &mut operand)?;
+    let tiny = half_underflow(m, instr, guest_mxcsr, &operand[..size]);
+    use hostexec::VectorOutcome as O;
+    let outcome = match outcome {
+        O::Done if tiny => O::Unmasked {
+            mxcsr: m.mxcsr() | MXCSR_UE,
+            before_computation: false,
+        },
+        O::Unmasked {
+            mxcsr,
+            before_computation: false,
+        } if tiny => O::Unmasked {
+            mxcsr: mxcsr | MXCSR_UE,
+            before_computation: false,
+        },
+        o => o,
+    };
+    match outcome {
+        O::Done if mem == 0 => operands::store(m, w, ea, &operand[..size]),
+        O::Done => Ok(()),
+        O::Unmasked { mxcsr, .. } => {
+            if matches!(
+                instr.mnemonic(),
+                Mnemonic::Dpps | Mnemonic::Dppd | Mnemonic::Vdpps | Mnemonic::Vdppd
+            ) {
+                // A dot product is a multiply step, then add steps; the CPU stops at the first
+                // step that raises an unmasked exception and reports that step's flags, which
+                // a run with every exception masked cannot tell apart.
+                return Err(EmulationError::Unsupported(
+                    "dpps/dppd raising an unmasked SIMD floating-point exception is not emulated",
+                ));
+            }
+            m.set_mxcsr(mxcsr);
             Err(EmulationError::Exception(Exception::SimdFloatingPoint {
-                flags,
+                flags: mxcsr & 0x3F & !(mxcsr >> 7),
             }))
         }
     }
