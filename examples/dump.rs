@@ -1,4 +1,6 @@
-//! Prints the calling thread's register file, read through the map, as a table.
+//! Prints the calling thread's register file, read through the map, as a table: the general
+//! registers, rip, rflags, fs/gs base and mxcsr from one `of::snapshot()` (a single `asm!` block
+//! of page-0 loads), then xmm0…xmm15 through the token's 128-bit views.
 
 fn main() {
     let s = of::snapshot().expect("of: cannot map registers");
@@ -15,6 +17,7 @@ fn main() {
     println!("{:<8} {:>#6x}  {:#018x}", "rflags", 0x88, s.rflags);
     println!("{:<8} {:>#6x}  {:#018x}", "fs_base", 0x90, s.fs_base);
     println!("{:<8} {:>#6x}  {:#018x}", "gs_base", 0x98, s.gs_base);
+    println!("{:<8} {:>#6x}  {:#010x}", "mxcsr", 0x200, s.mxcsr);
     for (i, x) in [
         r.xmm0.load(),
         r.xmm1.load(),

@@ -50,6 +50,44 @@ pub mod vector;
 /// The emulator core (decode, ownership, emulation), usable without faults.
 pub use of_core as engine;
 pub use of_core::GeneralRegisters;
+/// `#[of::mapped]`: plain field syntax on a [`Registers`] binding inside a function, each
+/// register statement one page-0 instruction, consecutive ones fused into one `asm!` block.
+///
+/// ```
+/// #[of::mapped]
+/// fn swap_halves(r: &mut of::Registers, x: u64) -> (u64, u32) {
+///     r.r8 = x; //        mov qword ptr [0x40], r11
+///     r.r8d ^= 0xFFFF; // xor dword ptr [0x40], r10d   (4-byte view: high half kept)
+///     r.r8 <<= 4; //      shl qword ptr [0x40], 4      (literal count: an immediate)
+///     let v = r.r8; //    mov r9, qword ptr [0x40]
+///     let lo = r.r8d; //  mov esi, dword ptr [0x40]    (all five in ONE asm! block)
+///     (v, lo)
+/// }
+/// let mut r = of::map_registers().unwrap();
+/// let (v, lo) = swap_halves(&mut r, 0x1234_5678_9ABC_DEF0);
+/// assert_eq!(v, (0x1234_5678_9ABC_DEF0 ^ 0xFFFF) << 4);
+/// assert_eq!(lo, v as u32);
+/// ```
+///
+/// Writes that move control or touch registers inline asm cannot declare clobbered must be
+/// `unsafe`; a block that writes rip does not return:
+///
+/// ```no_run
+/// #[of::mapped]
+/// fn jump(r: &mut of::Registers, f: extern "C" fn(u64) -> !) -> ! {
+///     // SAFETY: `f` never returns and runs on this stack as if called (rsp moves down by the
+///     // return-address slot).
+///     unsafe {
+///         r.rdi = 7;
+///         r.rsp -= 8;
+///         r.rip = f as usize as u64;
+///     }
+/// }
+/// ```
+///
+/// The full rules (which bindings, when a block is split, what is an error) are in
+/// `docs/rust-api.md` and the `of-macros` crate documentation; `tests/ui` holds one case per
+/// compile error.
 pub use of_macros::mapped;
 pub use reg::{Plain, RegU8, RegU16, RegU32, RegU64, Special};
 pub use token::Registers;
@@ -97,6 +135,18 @@ impl Drop for AltStackGuard {
 /// # Errors
 /// [`Error`] if sigaction(2) fails or the kernel refuses the small writable+executable mapping
 /// used to run register forms of instructions.
+///
+/// # Example
+/// ```
+/// let mut r = of::map_registers()?;
+/// let sp = r.rsp.load(); // mov reg, qword ptr [0x20]
+/// let local = 0u8;
+/// assert!(sp.abs_diff(&local as *const u8 as u64) < 4096); // a local of this frame
+/// r.r12.store(40); // mov qword ptr [0x60], reg
+/// r.r12 += 2; // add qword ptr [0x60], r11
+/// assert_eq!(r.r12.load(), 42);
+/// # Ok::<(), of::Error>(())
+/// ```
 pub fn map_registers() -> Result<Registers, Error> {
     of_core::install().map_err(Error)?;
     ALTSTACK.with(|a| {
@@ -108,7 +158,64 @@ pub fn map_registers() -> Result<Registers, Error> {
     Ok(Registers::new())
 }
 
-/// A snapshot of the calling thread's whole scalar register file, read through the map.
+/// Calls [`map_registers`] before `main` runs, from an `.init_array` entry of the binary that
+/// invokes it, so that page 0 is the register map from the first line of `main` (and in every
+/// constructor that runs after this one).
+///
+/// Use it once, at the top level of a **binary** crate:
+///
+/// ```
+/// of::auto_map!();
+///
+/// fn main() {
+///     // No `map_registers()` call: the handler was installed before `main`.
+///     // SAFETY: not needed for a load; a `Special` view's stores are the unsafe part.
+///     let sp = of::RegU64::<0x20, of::Special>::new_special().load();
+///     assert!(sp > 0x1000);
+/// }
+/// ```
+///
+/// The cargo feature `auto-map` does the same from inside `of` (for a binary that would rather
+/// say it in `Cargo.toml`). A **library** should do neither: it would map page 0 in every
+/// program that links it, whether or not that program wants it; let the program call
+/// [`map_registers`] (the advice of `of` 0.1's README, whose `.init_array` snippet this
+/// replaces: that one did not compile, and a static in an unused module of a library can be
+/// dropped by the linker).
+///
+/// The entry runs with the arguments glibc passes to `.init_array` functions, which it
+/// ignores; if installation fails it prints why and aborts (there is no `main` yet to return an
+/// error to). Registers of threads started later are mapped too (the handler is per process);
+/// [`map_registers`] in such a thread only adds a large enough alternate signal stack, which
+/// the handler does not need (it runs on its own stacks).
+#[macro_export]
+macro_rules! auto_map {
+    () => {
+        const _: () = {
+            extern "C" fn of_auto_map_init() {
+                $crate::__auto_map();
+            }
+            // `#[used]` keeps the entry even though nothing refers to it; the section makes the
+            // dynamic loader (or libc's static start-up code) call it before `main`.
+            #[used]
+            #[unsafe(link_section = ".init_array")]
+            static OF_AUTO_MAP: extern "C" fn() = of_auto_map_init;
+        };
+    };
+}
+
+#[cfg(feature = "auto-map")]
+auto_map!();
+
+/// The body of [`auto_map!`]'s `.init_array` entry (not part of the API).
+#[doc(hidden)]
+pub fn __auto_map() {
+    if let Err(e) = map_registers() {
+        eprintln!("{e}");
+        std::process::abort();
+    }
+}
+
+/// A snapshot of the calling thread's register file, read through the map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// rax … r15, in encoding order, as they were at the snapshot's load instructions.
@@ -121,19 +228,35 @@ pub struct Snapshot {
     pub fs_base: u64,
     /// gs base.
     pub gs_base: u64,
+    /// xmm0 … xmm15 (the low 128 bits of ymm0 … ymm15), read through the map's xmm slots.
+    pub xmm: [u128; 16],
+    /// MXCSR.
+    pub mxcsr: u32,
 }
 
-/// Reads the whole scalar map (0x00..0xA0) of the calling thread, one 8-byte load per slot in
-/// a single `asm!` block, into a [`Snapshot`]. Values are those at the moment each load ran
+/// Reads the whole map (0x00..0xA0, the xmm slots and mxcsr) of the calling thread, one 8-byte
+/// load per slot (two per xmm register, a 4-byte load for mxcsr) in a single `asm!` block, into
+/// a [`Snapshot`]. Values are those at the moment each load ran
 /// (the block's scratch register is rcx, so the rcx slot reads back the rax value just loaded).
 ///
 /// # Errors
 /// As [`map_registers`], which it calls first.
+///
+/// # Example
+/// ```
+/// let s = of::snapshot()?;
+/// let local = 0u8;
+/// let rsp = s.gpr.get_reg_of_index(4); // encoding order: rax rcx rdx rbx rsp …
+/// assert!(rsp.abs_diff(&local as *const u8 as u64) < 1 << 16);
+/// assert_eq!(s.rflags & 2, 2); // bit 1 of rflags always reads 1
+/// assert_ne!(s.fs_base, 0); // thread-local storage lives there
+/// # Ok::<(), of::Error>(())
+/// ```
 pub fn snapshot() -> Result<Snapshot, Error> {
     let _ = map_registers()?;
-    let mut out = [0u64; 20];
-    // SAFETY: loads from the map change no register but rax, which is declared clobbered; the
-    // stores go to `out`, 20 u64s long.
+    let mut out = [0u64; 53];
+    // SAFETY: loads from the map change no register but rcx, which is declared clobbered; the
+    // stores go to `out`, 53 u64s long.
     unsafe {
         core::arch::asm!(
             "mov rcx, qword ptr [0x00]",       // rcx = rax, read through the map
@@ -176,6 +299,72 @@ pub fn snapshot() -> Result<Snapshot, Error> {
             "mov qword ptr [{p} + 144], rcx",
             "mov rcx, qword ptr [0x98]",
             "mov qword ptr [{p} + 152], rcx",
+            "mov rcx, qword ptr [0x100]",
+            "mov qword ptr [{p} + 160], rcx",
+            "mov rcx, qword ptr [0x108]",
+            "mov qword ptr [{p} + 168], rcx",
+            "mov rcx, qword ptr [0x110]",
+            "mov qword ptr [{p} + 176], rcx",
+            "mov rcx, qword ptr [0x118]",
+            "mov qword ptr [{p} + 184], rcx",
+            "mov rcx, qword ptr [0x120]",
+            "mov qword ptr [{p} + 192], rcx",
+            "mov rcx, qword ptr [0x128]",
+            "mov qword ptr [{p} + 200], rcx",
+            "mov rcx, qword ptr [0x130]",
+            "mov qword ptr [{p} + 208], rcx",
+            "mov rcx, qword ptr [0x138]",
+            "mov qword ptr [{p} + 216], rcx",
+            "mov rcx, qword ptr [0x140]",
+            "mov qword ptr [{p} + 224], rcx",
+            "mov rcx, qword ptr [0x148]",
+            "mov qword ptr [{p} + 232], rcx",
+            "mov rcx, qword ptr [0x150]",
+            "mov qword ptr [{p} + 240], rcx",
+            "mov rcx, qword ptr [0x158]",
+            "mov qword ptr [{p} + 248], rcx",
+            "mov rcx, qword ptr [0x160]",
+            "mov qword ptr [{p} + 256], rcx",
+            "mov rcx, qword ptr [0x168]",
+            "mov qword ptr [{p} + 264], rcx",
+            "mov rcx, qword ptr [0x170]",
+            "mov qword ptr [{p} + 272], rcx",
+            "mov rcx, qword ptr [0x178]",
+            "mov qword ptr [{p} + 280], rcx",
+            "mov rcx, qword ptr [0x180]",
+            "mov qword ptr [{p} + 288], rcx",
+            "mov rcx, qword ptr [0x188]",
+            "mov qword ptr [{p} + 296], rcx",
+            "mov rcx, qword ptr [0x190]",
+            "mov qword ptr [{p} + 304], rcx",
+            "mov rcx, qword ptr [0x198]",
+            "mov qword ptr [{p} + 312], rcx",
+            "mov rcx, qword ptr [0x1a0]",
+            "mov qword ptr [{p} + 320], rcx",
+            "mov rcx, qword ptr [0x1a8]",
+            "mov qword ptr [{p} + 328], rcx",
+            "mov rcx, qword ptr [0x1b0]",
+            "mov qword ptr [{p} + 336], rcx",
+            "mov rcx, qword ptr [0x1b8]",
+            "mov qword ptr [{p} + 344], rcx",
+            "mov rcx, qword ptr [0x1c0]",
+            "mov qword ptr [{p} + 352], rcx",
+            "mov rcx, qword ptr [0x1c8]",
+            "mov qword ptr [{p} + 360], rcx",
+            "mov rcx, qword ptr [0x1d0]",
+            "mov qword ptr [{p} + 368], rcx",
+            "mov rcx, qword ptr [0x1d8]",
+            "mov qword ptr [{p} + 376], rcx",
+            "mov rcx, qword ptr [0x1e0]",
+            "mov qword ptr [{p} + 384], rcx",
+            "mov rcx, qword ptr [0x1e8]",
+            "mov qword ptr [{p} + 392], rcx",
+            "mov rcx, qword ptr [0x1f0]",
+            "mov qword ptr [{p} + 400], rcx",
+            "mov rcx, qword ptr [0x1f8]",
+            "mov qword ptr [{p} + 408], rcx",
+            "mov ecx, dword ptr [0x200]",     // mxcsr
+            "mov qword ptr [{p} + 416], rcx",
             p = in(reg) out.as_mut_ptr(),
             out("rcx") _,
             options(nostack, preserves_flags),
@@ -189,6 +378,10 @@ pub fn snapshot() -> Result<Snapshot, Error> {
         rflags: out[17],
         fs_base: out[18],
         gs_base: out[19],
+        xmm: core::array::from_fn(|i| {
+            u128::from(out[20 + 2 * i]) | (u128::from(out[21 + 2 * i]) << 64)
+        }),
+        mxcsr: out[52] as u32,
     })
 }
 

@@ -30,6 +30,12 @@ pub struct Plain;
 pub struct Special;
 
 /// Whether `off..off + size` lies inside mapped bytes of the map (SPEC §2).
+///
+/// ```
+/// assert!(of::reg::in_map(0x78, 8)); // r15
+/// assert!(!of::reg::in_map(0x9c, 8)); // runs past gs base
+/// assert!(of::reg::in_map(0x200, 4)); // mxcsr
+/// ```
 pub const fn in_map(off: usize, size: usize) -> bool {
     let end = off + size;
     (end <= 0xA0) || (off >= 0x100 && end <= 0x204)
@@ -53,6 +59,22 @@ macro_rules! reg_type {
         #[doc = $doc]
         ///
         /// Neither `Send` nor `Sync`: a view belongs to the thread whose registers it names.
+        ///
+        /// ```
+        /// of::map_registers().unwrap();
+        #[doc = concat!("let r13 = of::", stringify!($name), "::<0x68>::new(); // low ", $size, " byte(s) of r13")]
+        /// r13.store(40);
+        #[doc = concat!("let mut v = r13;")]
+        /// v += 2;
+        /// assert_eq!(v.load(), 42);
+        /// ```
+        ///
+        /// A view that leaves the map does not build:
+        ///
+        /// ```compile_fail,E0080
+        #[doc = concat!("let v = of::", stringify!($name), "::<0x800>::new();")]
+        /// let _ = v.load();
+        /// ```
         #[derive(Clone, Copy, Debug)]
         pub struct $name<const OFF: usize, A = Plain> {
             _p: PhantomData<(A, *const ())>,
@@ -63,7 +85,6 @@ macro_rules! reg_type {
             pub const SIZE: usize = $size;
             /// The view's offset in the map, in bytes.
             pub const OFFSET: usize = OFF;
-            const IN_MAP: () = assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)");
 
             /// The offset of this view in page 0, in bytes.
             pub const fn offset(&self) -> usize {
@@ -73,7 +94,6 @@ macro_rules! reg_type {
             /// Reads the view: one `mov` from `[OFF]`.
             #[inline(always)]
             pub fn load(&self) -> $ty {
-                let () = Self::IN_MAP;
                 let v: $ty;
                 // SAFETY: a load from the map changes no state; `of`'s handler emulates it (or,
                 // if `map_registers` was never called, the process dies with SIGSEGV).
@@ -94,7 +114,6 @@ macro_rules! reg_type {
             /// Writing the covered registers must be sound at this point (see the module docs).
             #[inline(always)]
             pub unsafe fn store_unchecked(&self, value: $ty) {
-                let () = Self::IN_MAP;
                 const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
                 // SAFETY: the caller vouches for the registers the store changes; every register
                 // inline asm may name is declared clobbered.
@@ -125,7 +144,7 @@ macro_rules! reg_type {
             /// A view of the bytes at `OFF`; fails to compile if they leave the map or touch
             /// rbx/rsp/rbp/rip/rflags/fs/gs (use [`Special`] for those).
             pub const fn new() -> Self {
-                const { assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)") };
+                const { assert!(in_map(OFF, $size), "the bytes OFF..OFF+size of this view leave the register map (0x00..0xa0, 0x100..0x204)") };
                 const { assert!(!touches_special(OFF, $size), "these bytes touch rbx/rsp/rbp/rip/rflags/fs/gs: use the `Special` access class, whose stores are unsafe") };
                 $name { _p: PhantomData }
             }
@@ -149,7 +168,7 @@ macro_rules! reg_type {
             /// A view of the bytes at `OFF` whose stores are `unsafe`; fails to compile if the
             /// bytes leave the map.
             pub const fn new_special() -> Self {
-                const { assert!(in_map(OFF, $size), "offset is outside the register map (0x0..0xa0, 0x100..0x204)") };
+                const { assert!(in_map(OFF, $size), "the bytes OFF..OFF+size of this view leave the register map (0x00..0xa0, 0x100..0x204)") };
                 $name { _p: PhantomData }
             }
 
@@ -202,7 +221,6 @@ macro_rules! reg_type {
         /// As for a store: the covered registers must be writable at this point.
         #[inline(always)]
         pub unsafe fn $fn(&self, value: $ty) {
-            let () = Self::IN_MAP;
             const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
             let covers_r11 = const { OFF < 0x60 && OFF + $size > 0x58 };
             if covers_r11 {
@@ -245,7 +263,6 @@ macro_rules! reg_type {
         /// As for a store: the covered registers must be writable at this point.
         #[inline(always)]
         pub unsafe fn $fn(&self, count: u32) {
-            let () = Self::IN_MAP;
             const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
             const { assert!(!(OFF < 0x10 && OFF + $size > 0x08), "this view covers rcx, which holds the shift count: shift by a run-time count is not one instruction") };
             // SAFETY: forwarded to the caller; every register asm may name is declared clobbered.

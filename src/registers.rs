@@ -3,13 +3,19 @@
 //! `of` 0.1 offered 64-bit register handles with safe `load`, `store`, arithmetic and
 //! `_assign` methods, usable after `unsafe { of::map_registers(); }`:
 //!
-//! ```no_run
-//! # #![allow(deprecated)]
+//! ```
+//! # #![allow(deprecated, unused_unsafe, unused_must_use)]
 //! use of::registers::*;
 //! unsafe { of::map_registers(); }
-//! RDI.store(1);
-//! RSP.sub_assign(8);
+//! R12.store(40);
+//! R12.add_assign(2);
+//! assert_eq!(R12.load(), 42);
+//! assert_eq!(R12.sub(2), 40); // `add`, `sub`, `bit*` compute without writing
+//! assert!(RSP.load() > 0x1000);
 //! ```
+//!
+//! `tests/compat-0.1` is of 0.1's hello_world (which also moves RSP and jumps through RIP),
+//! built unchanged as a dependent crate and run in debug and release by `tests/compat.rs`.
 //!
 //! They keep working, but are deprecated: writing rsp, rbp, rbx or rip from safe code cannot be
 //! sound in general, and each method is one instruction only as long as nothing the compiler
@@ -57,8 +63,18 @@ legacy!(
     RFLAGS = 0x88,
 );
 
+/// One read-modify-write or store instruction `op qword ptr [offset], <pinned>`.
+///
+/// The value is pinned to r11 (r10 for R11's own slot, so an `add` to R11 never reads its
+/// source from the bytes it changes). In 0.1 each method is a separate call, so compiled code
+/// runs between them and must load the next value into *some* register: with `in(reg)` the
+/// register allocator may pick one that an earlier call just set through the map (rdi, say, for
+/// `RDI.store(1); RSI.store(1234);`), silently overwriting it. r10 and r11 carry no function
+/// arguments, so the argument registers a 0.1 program sets before a jump through RIP survive
+/// the instructions that materialise the later values.
 macro_rules! dispatch {
     ($self:ident, $op:literal, $v:expr) => {{
+        let value: u64 = $v;
         macro_rules! one {
             ($o:literal) => {
                 // SAFETY (of 0.1 contract): one instruction on the map; every register inline
@@ -66,12 +82,11 @@ macro_rules! dispatch {
                 // responsibility, as in of 0.1.
                 unsafe {
                     core::arch::asm!(
-                        concat!($op, " qword ptr [", stringify!($o), "], {v}"),
-                        v = in(reg) $v,
+                        concat!($op, " qword ptr [", stringify!($o), "], r11"),
+                        inlateout("r11") value => _,
                         lateout("rax") _, lateout("rcx") _, lateout("rdx") _, lateout("rsi") _,
                         lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r10") _,
-                        lateout("r11") _, lateout("r12") _, lateout("r13") _, lateout("r14") _,
-                        lateout("r15") _,
+                        lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
                         options(nostack),
                     )
                 }
@@ -80,7 +95,20 @@ macro_rules! dispatch {
         match $self.offset {
             0x00 => one!(0x00), 0x08 => one!(0x08), 0x10 => one!(0x10), 0x18 => one!(0x18),
             0x20 => one!(0x20), 0x28 => one!(0x28), 0x30 => one!(0x30), 0x38 => one!(0x38),
-            0x40 => one!(0x40), 0x48 => one!(0x48), 0x50 => one!(0x50), 0x58 => one!(0x58),
+            0x40 => one!(0x40), 0x48 => one!(0x48), 0x50 => one!(0x50),
+            0x58 => {
+                // SAFETY: as above, with the value in r10 (the slot is r11's).
+                unsafe {
+                    core::arch::asm!(
+                        concat!($op, " qword ptr [0x58], r10"),
+                        inlateout("r10") value => _,
+                        lateout("rax") _, lateout("rcx") _, lateout("rdx") _, lateout("rsi") _,
+                        lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r11") _,
+                        lateout("r12") _, lateout("r13") _, lateout("r14") _, lateout("r15") _,
+                        options(nostack),
+                    )
+                }
+            }
             0x60 => one!(0x60), 0x68 => one!(0x68), 0x70 => one!(0x70), 0x78 => one!(0x78),
             0x80 => one!(0x80), _ => one!(0x88),
         }

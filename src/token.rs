@@ -199,6 +199,13 @@ pub struct Registers {
     pub xmm14: RegU128<0x1e0>,
     /// `xmm15` (map offset 0x1f0), 16 bytes.
     pub xmm15: RegU128<0x1f0>,
+    /// `mxcsr` (map offset 0x200), 4 bytes; stores are `unsafe` (compiled code assumes the
+    /// default rounding and exception masks) and keep the reserved bits clear.
+    pub mxcsr: RegU32<0x200, Special>,
+    /// The fs base (map offset 0x90), 8 bytes, read only: a store does not compile.
+    pub fs_base: RegU64<0x90, Special>,
+    /// The gs base (map offset 0x98), 8 bytes, read only: a store does not compile.
+    pub gs_base: RegU64<0x98, Special>,
     _thread: PhantomData<*const ()>,
 }
 
@@ -292,6 +299,9 @@ impl Registers {
             xmm13: RegU128::new(),
             xmm14: RegU128::new(),
             xmm15: RegU128::new(),
+            mxcsr: RegU32::new_special(),
+            fs_base: RegU64::new_special(),
+            gs_base: RegU64::new_special(),
             _thread: PhantomData,
         }
     }

@@ -1,5 +1,6 @@
-//! The examples run as programs: `dump` prints the register table, and a program written for
-//! `of` 0.1 (tests/compat-0.1, a separate crate) builds unchanged and works in debug and release.
+//! The examples run as programs: `hello_world` (written with `#[of::mapped]`), `dump` (the
+//! register table) and `green_threads` (coroutines switching through the map). The `of` 0.1
+//! program is built and run by `tests/compat.rs`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,38 +41,34 @@ fn dump_prints_every_register_with_its_offset() {
             "{name}: {s}"
         );
     }
+    // MXCSR as every Rust program starts: all six exceptions masked, round to nearest.
+    let mxcsr = s.lines().find(|l| l.starts_with("mxcsr ")).unwrap();
+    assert!(mxcsr.contains("0x200"), "{mxcsr}");
+    let m = u32::from_str_radix(mxcsr.rsplit("0x").next().unwrap(), 16).unwrap();
+    assert_eq!(m & 0xFFC0, 0x1F80, "{mxcsr}");
     let rsp = s.lines().find(|l| l.starts_with("rsp ")).unwrap();
     let v = u64::from_str_radix(rsp.rsplit("0x").next().unwrap(), 16).unwrap();
     assert!(v > 0x1000, "{rsp}");
 }
 
+/// The README's main job: rsp read through the map, then rsp, rdi, rsi and rip written through
+/// it in one fused `#[of::mapped]` block, landing in `hello(1, 1234)`.
 #[test]
-fn a_program_written_for_of_0_1_builds_and_runs_in_debug_and_release() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("tests").join("compat-0.1");
-    let target = root.join("target").join("compat-0.1");
-    for release in [false, true] {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.arg("run")
-            .arg("-q")
-            .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", &target);
-        if release {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "release={release}: {s}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(s.starts_with("rsp: "), "{s}");
-        assert!(
-            s.contains("very good") && s.contains("a1: 1, a2: 1234"),
-            "release={release}: {s}"
-        );
-    }
+fn hello_world_prints_rsp_then_the_arguments_it_jumped_with() {
+    let out = Command::new(example("hello_world")).output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 2, "{s}");
+    let rsp = lines[0].strip_prefix("rsp: 0x").expect("`rsp: 0x…` first");
+    let rsp = u64::from_str_radix(rsp, 16).expect("hex");
+    assert!(rsp > 0x1000 && rsp.is_multiple_of(8), "{s}");
+    assert_eq!(lines[1], "a1: 1, a2: 1234");
 }
 
 #[test]

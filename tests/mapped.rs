@@ -56,3 +56,341 @@ fn reads_through_a_let_binding() {
     let here = &local as *const u8 as u64;
     assert!(sp < here && here - sp < 1 << 16, "{sp:#x} vs {here:#x}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Differential: the same instruction run natively on a real register (the CPU is the oracle)
+// and through the map by a `#[of::mapped]` statement, from random inputs.
+
+/// Arithmetic flags: CF PF AF ZF SF OF.
+const ARITH: u64 = 0x8D5;
+/// Flags a shift by 1..=63 defines: CF PF ZF SF (OF only for 1, AF undefined).
+const SHIFT: u64 = 0xC5;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Mostly random, sometimes an edge value.
+    fn value(&mut self) -> u64 {
+        const EDGES: [u64; 8] = [
+            0,
+            1,
+            u64::MAX,
+            0x8000_0000_0000_0000,
+            0x7FFF_FFFF,
+            0x80,
+            0xFF,
+            0xFFFF,
+        ];
+        let x = self.next();
+        if x.is_multiple_of(4) {
+            EDGES[(x >> 8) as usize % EDGES.len()]
+        } else {
+            self.next()
+        }
+    }
+}
+
+macro_rules! native {
+    ($insn:literal, $a:expr, $b:expr) => {{
+        let mut a: u64 = $a;
+        let flags: u64;
+        // SAFETY: register-only arithmetic, then pushfq/pop on the stack (no `nostack`).
+        unsafe {
+            core::arch::asm!(
+                concat!($insn, "\n", "pushfq\n", "pop {f}"),
+                a = inout(reg) a,
+                b = in(reg) $b,
+                f = out(reg) flags,
+            );
+        }
+        (a, flags)
+    }};
+}
+
+#[of::mapped]
+fn add64(r: &mut of::Registers, a: u64, b: u64) -> (u64, u64) {
+    r.r8 = a;
+    r.r8 += b;
+    let v = r.r8;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn sub32(r: &mut of::Registers, a: u64, b: u32) -> (u64, u64) {
+    r.r9 = a;
+    r.r9d -= b;
+    let v = r.r9;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn xor16_and8(r: &mut of::Registers, a: u64, b: u16, c: u8) -> (u64, u64) {
+    r.rsi = a;
+    r.si ^= b;
+    r.sil &= c;
+    let v = r.rsi;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn or_high_byte(r: &mut of::Registers, a: u64, b: u8) -> (u64, u64) {
+    r.rdx = a;
+    r.dh |= b;
+    let v = r.rdx;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[test]
+fn compound_assignments_match_the_cpu_value_and_flags() {
+    let mut r = of::map_registers().unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..300 {
+        let (a, b) = (rng.value(), rng.value());
+
+        let (v, f) = add64(&mut r, a, b);
+        let (nv, nf) = native!("add {a}, {b}", a, b);
+        assert_eq!((v, f & ARITH), (nv, nf & ARITH), "add {a:#x}, {b:#x}");
+
+        let (v, f) = sub32(&mut r, a, b as u32);
+        let (nv, nf) = native!("sub {a:e}, {b:e}", a, b);
+        // `sub r9d, …` on a real register zeroes the high half; through the map a 4-byte
+        // write leaves it (SPEC §2: map semantics), so compare the low half and keep a's high.
+        assert_eq!(
+            v,
+            (a & !0xFFFF_FFFF) | (nv & 0xFFFF_FFFF),
+            "sub32 {a:#x}, {b:#x}"
+        );
+        assert_eq!(f & ARITH, nf & ARITH, "sub32 flags {a:#x}, {b:#x}");
+
+        let c = rng.value() as u8;
+        let (v, f) = xor16_and8(&mut r, a, b as u16, c);
+        let (x, _) = native!("xor {a:x}, {b:x}", a, b & 0xFFFF);
+        let (nv, nf) = native!("and {a:l}, {b:l}", x, u64::from(c));
+        assert_eq!(
+            (v, f & ARITH & !0x10),
+            (nv, nf & ARITH & !0x10),
+            "xor/and {a:#x} {b:#x} {c:#x}"
+        );
+
+        let (v, f) = or_high_byte(&mut r, a, b as u8);
+        let (nv, nf) = {
+            let mut x = a;
+            let flags: u64;
+            // SAFETY: register-only `or` on dh, then pushfq/pop.
+            unsafe {
+                core::arch::asm!("or dh, al", "pushfq", "pop {f}", inout("rdx") x,
+                    in("al") b as u8, f = out(reg) flags);
+            }
+            (x, flags)
+        };
+        assert_eq!(
+            (v, f & ARITH & !0x10),
+            (nv, nf & ARITH & !0x10),
+            "or dh {a:#x} {b:#x}"
+        );
+    }
+}
+
+#[of::mapped]
+fn shl_run_time(r: &mut of::Registers, a: u64, n: u32) -> (u64, u64) {
+    r.r10 = a;
+    r.r10 <<= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shr32_run_time(r: &mut of::Registers, a: u64, n: u32) -> (u64, u64) {
+    r.rdi = a;
+    r.edi >>= n;
+    let v = r.rdi;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shifts_of_rcx_by_literals(r: &mut of::Registers, a: u64) -> (u64, u64) {
+    r.rcx = a;
+    r.rcx <<= 7;
+    r.cl >>= 3;
+    let v = r.rcx;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[test]
+fn shifts_match_the_cpu_including_count_masking() {
+    let mut r = of::map_registers().unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for _ in 0..200 {
+        let a = rng.value();
+        let n = (rng.next() % 80) as u32 + 1; // counts above 63 are masked by the CPU
+        let (v, f) = shl_run_time(&mut r, a, n);
+        let (nv, nf) = {
+            let mut x = a;
+            let flags: u64;
+            // SAFETY: register-only shift, then pushfq/pop.
+            unsafe {
+                core::arch::asm!("shl {x}, cl", "pushfq", "pop {f}", x = inout(reg) x,
+                    in("rcx") u64::from(n), f = out(reg) flags);
+            }
+            (x, flags)
+        };
+        assert_eq!(v, nv, "shl {a:#x}, {n}");
+        if !n.is_multiple_of(64) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shl flags {a:#x}, {n}");
+        }
+
+        let (v, f) = shr32_run_time(&mut r, a, n);
+        let (nv, nf) = {
+            let mut x = a;
+            let flags: u64;
+            // SAFETY: register-only shift, then pushfq/pop.
+            unsafe {
+                core::arch::asm!("shr {x:e}, cl", "pushfq", "pop {f}", x = inout(reg) x,
+                    in("rcx") u64::from(n), f = out(reg) flags);
+            }
+            (x, flags)
+        };
+        assert_eq!(
+            v,
+            (a & !0xFFFF_FFFF) | (nv & 0xFFFF_FFFF),
+            "shr32 {a:#x}, {n}"
+        );
+        if !n.is_multiple_of(32) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shr32 flags {a:#x}, {n}");
+        }
+
+        let (v, f) = shifts_of_rcx_by_literals(&mut r, a);
+        let (nv, nf) = {
+            let mut x = a;
+            let flags: u64;
+            // SAFETY: register-only shifts, then pushfq/pop.
+            unsafe {
+                core::arch::asm!("shl {x}, 7", "shr {x:l}, 3", "pushfq", "pop {f}",
+                    x = inout(reg_abcd) x, f = out(reg) flags);
+            }
+            (x, flags)
+        };
+        assert_eq!((v, f & SHIFT), (nv, nf & SHIFT), "rcx shifts {a:#x}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operands, grouping and nesting.
+
+#[of::mapped]
+#[inline(never)]
+fn pinned(r: &mut of::Registers, a: u64, b: u64, c: u64, d: u64) -> [u64; 4] {
+    r.r11 = a;
+    r.r10 = b;
+    r.rdi = c;
+    r.rax = d;
+    let w = r.r11;
+    let x = r.r10;
+    let y = r.rdi;
+    let z = r.rax;
+    [w, x, y, z]
+}
+
+#[test]
+fn operands_never_alias_registers_the_block_writes() {
+    let mut r = of::map_registers().unwrap();
+    let mut rng = Rng(7);
+    for _ in 0..50 {
+        let v = [rng.next(), rng.next(), rng.next(), rng.next()];
+        assert_eq!(pinned(&mut r, v[0], v[1], v[2], v[3]), v);
+    }
+}
+
+#[of::mapped]
+fn shadowed(r: &mut of::Registers, a: u64) -> u64 {
+    let v = 1u64;
+    assert_eq!(v, 1);
+    r.r8 = a;
+    let v = r.r8;
+    // Uses the `v` just read, so it starts a new block after the read's.
+    r.r9 = v.wrapping_add(v);
+    let w = r.r9;
+    w
+}
+
+#[test]
+fn a_right_hand_side_sees_the_value_read_just_before() {
+    let mut r = of::map_registers().unwrap();
+    assert_eq!(shadowed(&mut r, 21), 42);
+    assert_eq!(shadowed(&mut r, u64::MAX), u64::MAX - 1);
+}
+
+#[of::mapped]
+fn nested(r: &mut of::Registers, n: u64) -> u64 {
+    let mut total = 0u64;
+    for i in 0..n {
+        if i % 3 == 0 {
+            r.r12 = i;
+            r.r12 <<= 1;
+        } else {
+            r.r12 = i;
+            r.r12 += i;
+        }
+        let v = r.r12;
+        total += v;
+    }
+    total
+}
+
+#[test]
+fn statements_in_loops_and_branches_are_rewritten() {
+    let mut r = of::map_registers().unwrap();
+    assert_eq!(nested(&mut r, 100), (0..100u64).map(|i| 2 * i).sum::<u64>());
+}
+
+/// The code of `pinned`: its eight register statements are ONE asm block, so its page-0
+/// instructions are consecutive, in source order, in debug and release alike.
+#[test]
+fn a_fused_block_is_consecutive_page_0_instructions_in_source_order() {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    let f = pinned as fn(&mut of::Registers, u64, u64, u64, u64) -> [u64; 4];
+    let start = f as usize as u64;
+    // SAFETY: reads the function's own code bytes; 512 bytes lie inside the text segment
+    // (the test binary has far more code after any function).
+    let code = unsafe { std::slice::from_raw_parts(start as *const u8, 512) };
+    let mut decoder = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
+    let mut seen = vec![];
+    let mut index = 0;
+    while decoder.can_decode() {
+        let i = decoder.decode();
+        if i.mnemonic() == Mnemonic::Ret {
+            break;
+        }
+        let page0 = (0..i.op_count()).any(|k| i.op_kind(k) == OpKind::Memory)
+            && i.memory_base() == Register::None
+            && i.memory_index() == Register::None
+            && i.memory_displacement64() < 0x1000;
+        if page0 {
+            seen.push((index, i.memory_displacement64(), i.mnemonic()));
+        }
+        index += 1;
+    }
+    let offsets: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(
+        offsets,
+        [0x58, 0x50, 0x38, 0x00, 0x58, 0x50, 0x38, 0x00],
+        "{seen:x?}"
+    );
+    assert!(seen.iter().all(|s| s.2 == Mnemonic::Mov));
+    assert!(
+        seen.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "something between the page-0 instructions: {seen:x?}"
+    );
+}
