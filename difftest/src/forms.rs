@@ -488,7 +488,7 @@ impl Probe {
 }
 
 /// A sample instruction of any `code` (every operand class gets a representative register;
-/// memory at `[0x10]`, VSIB with xmm1/ymm1 as index).
+/// memory at `[0x10]`, VSIB with xmm1/ymm1 as index, `[rdi]` for maskmov).
 pub fn probe_instruction(code: Code) -> Option<Instruction> {
     use iced_x86::{OpKind, Register as R};
     let op = code.op_code();
@@ -505,10 +505,14 @@ pub fn probe_instruction(code: Code) -> Option<Instruction> {
             K::seg_reg => Some(R::ES),
             K::k_reg | K::kp1_reg | K::k_rm | K::k_vvvv => Some(R::K2),
             K::mm_reg | K::mm_rm => Some(R::MM1),
+            // A different vector register per operand (gathers #UD when destination, index
+            // and mask overlap).
             K::xmm_reg | K::xmm_rm | K::xmm_vvvv | K::xmmp3_vvvv | K::xmm_is4 | K::xmm_is5 => {
-                Some(R::XMM4)
+                R::values().nth(R::XMM4 as usize + i as usize)
             }
-            K::ymm_reg | K::ymm_rm | K::ymm_vvvv | K::ymm_is4 | K::ymm_is5 => Some(R::YMM4),
+            K::ymm_reg | K::ymm_rm | K::ymm_vvvv | K::ymm_is4 | K::ymm_is5 => {
+                R::values().nth(R::YMM4 as usize + i as usize)
+            }
             K::zmm_reg | K::zmm_rm | K::zmm_vvvv | K::zmmp3_vvvv => Some(R::ZMM4),
             K::cr_reg => Some(R::CR0),
             K::dr_reg => Some(R::DR0),
@@ -574,6 +578,9 @@ pub fn probe_instruction(code: Code) -> Option<Instruction> {
             };
             instr.set_op_kind(i, kind);
             instr.set_immediate_u64(i, 1);
+        } else if k == K::seg_rDI {
+            // maskmovq/maskmovdqu: the implicit store to [rdi].
+            instr.set_op_kind(i, OpKind::MemorySegRDI);
         } else if matches!(
             k,
             K::br64_4 | K::br64_1 | K::br32_4 | K::br32_1 | K::br16_2 | K::br16_1

@@ -60,6 +60,7 @@ pub mod forms;
 pub mod model;
 pub mod rng;
 pub mod run;
+pub mod vector;
 
 use forms::Form;
 use rng::Rng;

@@ -19,7 +19,7 @@ pub mod wide;
 
 use crate::machine::Machine;
 use crate::map;
-use iced_x86::{ConstantOffsets, Instruction};
+use iced_x86::{ConstantOffsets, Instruction, OpKind};
 use operands::{Access, MapWrites};
 use table::Kind;
 
@@ -144,7 +144,19 @@ pub fn emulate<M: Machine + ?Sized>(
             Some(f) => a.covers(f) && map::is_mapped(f, 1),
             None => map::touches_page0(a.addr, a.size) && map::is_mapped(a.addr, 1),
         });
-        if hits_map {
+        // Operands whose addresses `accesses` does not compute (gathers' VSIB, maskmov's
+        // masked [rdi] store, the stack of push fs / retf / iretq): a fault inside the map is
+        // one of ours that we cannot do.
+        let uncomputed = acc.as_slice().is_empty()
+            && (instr.stack_pointer_increment() != 0
+                || (0..instr.op_count()).any(|i| {
+                    matches!(
+                        instr.op_kind(i),
+                        OpKind::Memory | OpKind::MemorySegRDI | OpKind::MemorySegEDI
+                    )
+                }))
+            && fault_addr.is_none_or(|f| map::is_mapped(f, 1));
+        if hits_map || uncomputed {
             return Err(EmulationError::Unsupported(reason));
         }
     }

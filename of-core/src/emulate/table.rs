@@ -213,6 +213,13 @@ pub fn classify(instr: &Instruction) -> Kind {
             _ if instr.code().encoding() == iced_x86::EncodingKind::EVEX => {
                 Kind::Unsupported("AVX-512 (EVEX) instructions are not emulated")
             }
+            // MMX forms share mnemonics with SSE ones (pinsrw, movq, paddb…): mm0..mm7 alias
+            // the x87 stack, which the map does not hold.
+            _ if (0..instr.op_count())
+                .any(|i| instr.op_kind(i) == OpKind::Register && instr.op_register(i).is_mm()) =>
+            {
+                Kind::Unsupported("MMX registers are not mapped")
+            }
             Some(mv) => Kind::Vector(mv),
             None if super::vector::host_candidate(instr) => Kind::VectorHost,
             None => Kind::Unsupported(unsupported_reason(instr)),
