@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release --example bench` prints, from one run:
 //! - the floor: a fault on page 0 handled by a minimal SA_SIGINFO handler that only skips the
-//!   instruction (rip += 8);
+//!   instruction (rip += 8); and the same handler delivered as `of`'s is (SA_ONSTACK onto the
+//!   thread's alternate stack, every signal blocked), to show what the delivery itself costs;
 //! - an isolated load and an isolated `add` through `of` (each followed by an ordinary memory
 //!   store, so run-ahead stops after the one map instruction);
 //! - a straight-line burst of 16 map instructions;
@@ -25,13 +26,17 @@ extern "C" fn skip(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut lib
     uc.uc_mcontext.gregs[libc::REG_RIP as usize] += 8;
 }
 
-fn set_action(handler: usize, flags: libc::c_int) {
-    // SAFETY: a zeroed sigaction with a handler and an empty mask is valid.
+fn set_action(handler: usize, flags: libc::c_int, full_mask: bool) {
+    // SAFETY: a zeroed sigaction with a handler and an empty or full mask is valid.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler;
         sa.sa_flags = flags;
-        libc::sigemptyset(&mut sa.sa_mask);
+        if full_mask {
+            libc::sigfillset(&mut sa.sa_mask);
+        } else {
+            libc::sigemptyset(&mut sa.sa_mask);
+        }
         libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
     }
 }
@@ -44,12 +49,15 @@ fn per_iter(n: u64, f: impl Fn(u64)) -> f64 {
 }
 
 /// The floor, measured with the minimal handler temporarily in place of whatever is installed
-/// (restored afterwards).
-fn floor(n: u64) -> f64 {
+/// (restored afterwards). `as_of`: delivered the way `of`'s handler is (SA_ONSTACK onto this
+/// thread's alternate stack, every signal blocked while it runs) instead of on the thread's
+/// stack with an empty mask.
+fn floor(n: u64, as_of: bool) -> f64 {
     // SAFETY: saving the current action into a zeroed sigaction.
     let mut saved: libc::sigaction = unsafe { std::mem::zeroed() };
     unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut saved) };
-    set_action(skip as *const () as usize, libc::SA_SIGINFO);
+    let flags = libc::SA_SIGINFO | if as_of { libc::SA_ONSTACK } else { 0 };
+    set_action(skip as *const () as usize, flags, as_of);
     let ns = per_iter(n, |n| {
         for _ in 0..n {
             // SAFETY: the load faults (page 0 outside the map) and `skip` resumes after it.
@@ -120,13 +128,15 @@ fn main() {
         }
     };
     // Interleaved rounds, medians: the floor and the isolated accesses see the same noise.
-    let (mut floors, mut loads, mut adds) = (vec![], vec![], vec![]);
+    let (mut floors, mut loads, mut adds, mut floors_as_of) = (vec![], vec![], vec![], vec![]);
     for _ in 0..7 {
-        floors.push(floor(n / 4));
+        floors.push(floor(n / 4, false));
+        floors_as_of.push(floor(n / 4, true));
         loads.push(per_iter(n / 4, load));
         adds.push(per_iter(n / 4, add));
     }
     let (floor_ns, load_ns, add_ns) = (median(floors), median(loads), median(adds));
+    let floor_as_of_ns = median(floors_as_of);
     let burst_ns = per_iter(n / 4, |n| {
         for _ in 0..n {
             // SAFETY: 16 map instructions on r8..r11 (declared clobbered), then a store.
@@ -219,6 +229,10 @@ fn main() {
     );
     println!("  floor: bare SIGSEGV round trip     {floor_ns:9.1} ns        1.00x floor");
     println!(
+        "  floor, of's delivery (SA_ONSTACK)   {floor_as_of_ns:9.1} ns  {:9.2}x floor",
+        floor_as_of_ns / floor_ns
+    );
+    println!(
         "  isolated load through of           {load_ns:9.1} ns  {:9.2}x floor",
         load_ns / floor_ns
     );
@@ -240,7 +254,7 @@ fn main() {
         "  handler work without the fault, for `add qword ptr [0x40], 1`: decode {decode_ns:.1} ns (cached in the handler), ownership (classify + accesses + check) {ownership_ns:.1} ns, execute + write back {execute_ns:.1} ns, whole emulate {emulate_ns:.1} ns"
     );
     println!(
-        "  so of's own emulation work is {:.1}% of the floor; the remaining {:.0} ns of an isolated add are the handler-stack switch, the run-ahead look at the next instruction, chaining checks and cache/TLB misses after the kernel's signal delivery",
+        "  so of's own emulation work is {:.1}% of the floor; the remaining {:.0} ns of an isolated add are cache misses of the handler's code and data after the kernel's signal delivery (which itself costs the same for of's handler: second floor line), the run-ahead look at the next instruction and the handler-stack switch",
         100.0 * (decode_ns + emulate_ns) / floor_ns,
         (add_ns - floor_ns - emulate_ns).max(0.0)
     );
