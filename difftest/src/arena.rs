@@ -16,12 +16,12 @@
 //! 8- and 16-bit writes to a register holding `NB + offset` (pop sp, leave with 0x66) keep the
 //! relation "native = map + NB".
 //!
-//! A run: [`of_difftest_enter`] (global asm) saves the host's callee-saved registers and rsp,
+//! A run: `of_difftest_enter` (global asm) saves the host's callee-saved registers and rsp,
 //! loads the flags and every guest register (rsp included) from the block and jumps to a
 //! one-instruction prologue that loads rdi; the instruction under test runs; at its landing
 //! address a `jmp` leads to the exit code, which stores every register with rip-relative moves
 //! (no register is free), switches back to the host stack, stores the flags and jumps to
-//! [`of_difftest_leave`] (global asm), which restores the host registers and returns. A landing
+//! `of_difftest_leave` (global asm), which restores the host registers and returns. A landing
 //! anywhere else hits `int3`; the SIGTRAP catcher (also for SIGILL and SIGFPE) records the
 //! registers and the address and resumes at the same exit, so a wrong jump is a reported
 //! mismatch rather than a dead test process.
@@ -62,7 +62,7 @@ pub struct Block {
     pub entry: u64,
     /// The host rsp to return to (written by the entry trampoline).
     pub host_rsp: u64,
-    /// Address of [`of_difftest_leave`].
+    /// Address of `of_difftest_leave`.
     pub leave: u64,
     /// Guest registers out.
     pub gpr_out: [u64; 16],

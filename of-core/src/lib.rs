@@ -10,7 +10,7 @@
 //! 3. [`emulate::operands`] — every memory access the instruction makes (explicit ModRM operand,
 //!    implicit stack or string access) is computed; the fault is ours only if one of them covers
 //!    `si_addr` and every page-0 access lies in mapped bytes of the [`map`].
-//! 4. [`emulate`] — the instruction is executed against a [`Machine`]: data movement in Rust,
+//! 4. [`emulate()`] — the instruction is executed against a [`Machine`]: data movement in Rust,
 //!    arithmetic by running the *register form* of the same instruction on the host
 //!    ([`emulate::hostexec`], KVM's "fastop" idea generalised) so results and every flag, the
 //!    SDM's "undefined" ones included, are the host CPU's own.

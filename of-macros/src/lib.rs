@@ -51,6 +51,8 @@
 //! (the block declared it clobbered): read it back in the same block (`let v = r.r8;` right
 //! after). Reading it in a Rust expression right after writing it is therefore an error.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned};

@@ -4,8 +4,8 @@
 //!
 //! Forms: every iced-x86 `Code` of a legacy-SSE or VEX instruction with a memory operand that
 //! this CPU implements and that `of` classifies as vector data movement or vector host execution
-//! (see [`forms`]); the test fails if any SSE/AVX form with a memory operand is refused, except
-//! the refusals listed in [`EXPECTED_REFUSALS`].
+//! (see `forms`); the test fails if any SSE/AVX form with a memory operand is refused, except
+//! the refusals listed in `EXPECTED_REFUSALS`.
 //!
 //! Each case draws a random state — all sixteen ymm registers (random bits and special floating
 //! point values: zeros, infinities, NaNs, denormals, extremes), the GPRs, the status flags and DF,

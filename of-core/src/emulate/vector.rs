@@ -44,8 +44,8 @@ pub enum Move {
     /// vextractf128/vextracti128: a 128-bit half stored.
     Extract128,
     /// insertps/vinsertps with a 32-bit memory source: the element goes to the index in
-    /// imm8[5:4] (the source-select bits imm8[7:6] apply to register sources only), then the
-    /// elements set in imm8[3:0] are zeroed.
+    /// imm8 bits 5:4 (the source-select bits 7:6 apply to register sources only), then the
+    /// elements set in imm8 bits 3:0 are zeroed.
     InsertPs,
     /// vmaskmovps/vmaskmovpd/vpmaskmovd/vpmaskmovq: elements whose mask (the VEX.vvvv register)
     /// has its sign bit set are loaded (others zeroed) or stored (others left alone).

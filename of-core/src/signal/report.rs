@@ -68,7 +68,7 @@ fn push_disassembly(line: &mut Line, instr: &Instruction) {
     FORMATTER_BUSY.store(false, Ordering::Release);
 }
 
-/// `of: cannot emulate `<instr>` (<bytes>) at <rip>: <reason>`
+/// Prints ``of: cannot emulate `INSTR` (BYTES) at RIP: REASON``.
 pub fn cannot_emulate(instr: &Instruction, bytes: &[u8], reason: &str) {
     let mut line = Line::default();
     line.push_str("of: cannot emulate `");
@@ -82,7 +82,7 @@ pub fn cannot_emulate(instr: &Instruction, bytes: &[u8], reason: &str) {
     line.emit();
 }
 
-/// `of: <size>-byte access at <addr> by `<instr>` at <rip> is outside the register map …`
+/// Prints ``of: SIZE-byte access at ADDR by `INSTR` at RIP is outside the register map …``.
 pub fn outside_map(instr: Option<&Instruction>, fault_addr: u64, rip: u64, why: Option<NotOurs>) {
     let mut line = Line::default();
     line.push_str("of: ");
@@ -137,7 +137,7 @@ pub fn execute_in_page0(rip: u64) {
 /// is copied by hand.
 static SI_ADDR_OFFSET: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// Finds [`SI_ADDR_OFFSET`] (called at installation).
+/// Finds `SI_ADDR_OFFSET` (called at installation).
 pub fn find_si_addr_offset() {
     let size = core::mem::size_of::<libc::siginfo_t>();
     let mut off = 8;
