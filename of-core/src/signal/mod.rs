@@ -287,7 +287,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
             FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
-            if runahead_enabled() {
+            if runahead_enabled() && !unproductive::skip(rip) {
                 let start = rip & !(PAGE_SIZE - 1);
                 let end = (rip + instr.len() as u64 - 1) | (PAGE_SIZE - 1);
                 let mut code = FetchedCode {
@@ -295,6 +295,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
                     end: end.wrapping_add(1),
                 };
                 let n = emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX);
+                unproductive::record(rip, n);
                 if n > 0 {
                     RUNAHEAD_INSTRUCTIONS.fetch_add(n as u64, Ordering::Relaxed);
                 }
@@ -319,6 +320,52 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
         Err(EmulationError::Exception(e)) => {
             report::raise(uc, e, rip);
             Outcome::Resume
+        }
+    }
+}
+
+/// Faulting instructions after which run-ahead recently found nothing to do (the next
+/// instruction touches ordinary memory, say): the look costs a few percent of an isolated
+/// access, so for the next [`unproductive::RETRY`] faults at such a rip it is skipped, then
+/// tried again. Skipping is always correct — run-ahead only saves faults; the CPU then runs the
+/// next instruction itself (and faults again if it does touch the map) — so the table is a
+/// hint: one atomic word per slot, races between threads only cost a look or a fault.
+mod unproductive {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// Slots (direct-mapped by rip).
+    const SLOTS: usize = 256;
+    /// Faults skipped before run-ahead is tried again at the same rip.
+    pub const RETRY: u64 = 15;
+
+    /// Each slot holds `rip << 8 | faults left to skip`, or 0 (user-space rips are below 2^56
+    /// even with 5-level paging, so the shift loses no bit).
+    static HINTS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+    fn slot(rip: u64) -> &'static AtomicU64 {
+        // Fibonacci hashing: instruction addresses are not uniformly spread in the low bits.
+        &HINTS[(rip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SLOTS]
+    }
+
+    /// Whether to skip run-ahead after the instruction at `rip` (counts the skip down).
+    pub fn skip(rip: u64) -> bool {
+        let s = slot(rip);
+        let e = s.load(Ordering::Relaxed);
+        if e >> 8 == rip && e & 0xFF != 0 {
+            s.store(e - 1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records that run-ahead after `rip` emulated `n` instructions.
+    pub fn record(rip: u64, n: usize) {
+        let s = slot(rip);
+        if n == 0 {
+            s.store(rip << 8 | RETRY, Ordering::Relaxed);
+        } else if s.load(Ordering::Relaxed) >> 8 == rip {
+            s.store(0, Ordering::Relaxed);
         }
     }
 }
