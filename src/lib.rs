@@ -95,7 +95,16 @@ pub use vector::RegU128;
 
 use std::cell::RefCell;
 
-/// Why [`map_registers`] could not install the handler.
+/// Why [`map_registers`] could not install the handler. `Display` says what failed and the
+/// OS error (e.g. `of: cannot map registers: sigaction(11) failed with errno 22`).
+///
+/// ```
+/// fn start() -> Result<u64, of::Error> {
+///     let r = of::map_registers()?; // `?` works: `of::Error` is a std::error::Error
+///     Ok(r.rsp.load())
+/// }
+/// assert!(start().unwrap() > 0x1000);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Error(of_core::InstallError);
 
@@ -215,7 +224,16 @@ pub fn __auto_map() {
     }
 }
 
-/// A snapshot of the calling thread's register file, read through the map.
+/// A snapshot of the calling thread's register file, read through the map (see [`snapshot`]).
+///
+/// ```
+/// let s = of::snapshot()?;
+/// let t = of::snapshot()?;
+/// // fs base (the thread pointer) does not change within a thread; rip is where each was taken.
+/// assert_eq!(s.fs_base, t.fs_base);
+/// assert_eq!(s.mxcsr & 0x1f80, 0x1f80); // all SSE exceptions masked, as Linux starts threads
+/// # Ok::<(), of::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// rax … r15, in encoding order, as they were at the snapshot's load instructions.
@@ -396,6 +414,17 @@ pub mod ffi {
     /// `int map_registers(void)`: installs the handler (idempotent, thread-safe) and gives the
     /// calling thread a large enough alternate signal stack. Returns 0 on success, -1 on failure
     /// (after printing why to stderr).
+    ///
+    /// From C: `#include "of.h"`, link `target/release/libof.a` (see `docs/c-and-asm.md`). From
+    /// Rust it is an ordinary function:
+    ///
+    /// ```
+    /// assert_eq!(of::ffi::c_map_registers(), 0);
+    /// assert_eq!(of::ffi::c_map_registers(), 0); // idempotent
+    /// let r12 = of::RegU64::<0x60>::new();
+    /// r12.store(5);
+    /// assert_eq!(r12.load(), 5);
+    /// ```
     #[unsafe(export_name = "map_registers")]
     pub extern "C" fn c_map_registers() -> core::ffi::c_int {
         match crate::map_registers() {
@@ -408,6 +437,10 @@ pub mod ffi {
     }
 
     /// `int of_map_registers(void)`: the same, under a prefixed name.
+    ///
+    /// ```
+    /// assert_eq!(of::ffi::of_map_registers(), 0);
+    /// ```
     #[unsafe(no_mangle)]
     pub extern "C" fn of_map_registers() -> core::ffi::c_int {
         c_map_registers()

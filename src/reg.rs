@@ -22,10 +22,41 @@
 
 use core::marker::PhantomData;
 
-/// Stores are safe (see the [module docs](self)).
+/// Stores are safe (see the [module docs](self)); the default access class.
+///
+/// ```
+/// of::map_registers().unwrap();
+/// let r8: of::RegU64<0x40, of::Plain> = of::RegU64::new(); // same as RegU64::<0x40>
+/// r8.store(7); // safe: r8 is declared clobbered
+/// ```
+///
+/// A `Plain` view of a special register does not build:
+///
+/// ```compile_fail,E0080
+/// let rsp = of::RegU64::<0x20, of::Plain>::new();
+/// # let _ = rsp.load();
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Plain;
 /// Stores are `unsafe` (see the [module docs](self)).
+///
+/// ```
+/// of::map_registers().unwrap();
+/// let rbp = of::RegU64::<0x28, of::Special>::new_special();
+/// let local = 0u8;
+/// // Reads are safe: rbp is this frame's frame pointer or a callee-saved value, either way
+/// // some 8-byte value; rsp is always near a local.
+/// let _ = rbp.load();
+/// let rsp = of::RegU64::<0x20, of::Special>::new_special().load();
+/// assert!(rsp.abs_diff(&local as *const u8 as u64) < 1 << 16);
+/// ```
+///
+/// Stores to a `Special` view need `unsafe`:
+///
+/// ```compile_fail,E0133
+/// let rsp = of::RegU64::<0x20, of::Special>::new_special();
+/// rsp.store(0);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Special;
 
@@ -43,12 +74,27 @@ pub const fn in_map(off: usize, size: usize) -> bool {
 
 /// Whether `off..off + size` touches rbx, rsp, rbp (0x18..0x30) or rip/rflags/fs/gs
 /// (0x80..0xA0).
+///
+/// ```
+/// use of::reg::touches_special;
+/// assert!(touches_special(0x20, 8)); // rsp
+/// assert!(touches_special(0x14, 8)); // the high half of rdx and the low half of rbx
+/// assert!(!touches_special(0x30, 8)); // rsi
+/// assert!(touches_special(0x88, 1)); // the low byte of rflags
+/// ```
 pub const fn touches_special(off: usize, size: usize) -> bool {
     let end = off + size;
     (off < 0x30 && end > 0x18) || (off < 0xA0 && end > 0x80)
 }
 
 /// Whether `off..off + size` touches the read-only fs/gs bases (0x90..0xA0).
+///
+/// ```
+/// use of::reg::touches_read_only;
+/// assert!(touches_read_only(0x98, 8)); // gs base
+/// assert!(touches_read_only(0x8c, 8)); // the high half of rflags and the low half of fs base
+/// assert!(!touches_read_only(0x88, 8)); // rflags
+/// ```
 pub const fn touches_read_only(off: usize, size: usize) -> bool {
     let end = off + size;
     off < 0xA0 && end > 0x90
@@ -82,16 +128,39 @@ macro_rules! reg_type {
 
         impl<const OFF: usize, A> $name<OFF, A> {
             /// Size of the view in bytes.
+            ///
+            /// ```
+            #[doc = concat!("assert_eq!(of::", stringify!($name), "::<0x68>::SIZE, size_of::<", stringify!($ty), ">());")]
+            /// ```
             pub const SIZE: usize = $size;
             /// The view's offset in the map, in bytes.
+            ///
+            /// ```
+            #[doc = concat!("assert_eq!(of::", stringify!($name), "::<0x68>::OFFSET, 0x68);")]
+            /// ```
             pub const OFFSET: usize = OFF;
 
             /// The offset of this view in page 0, in bytes.
+            ///
+            /// ```
+            /// let r = of::map_registers().unwrap();
+            #[doc = concat!("let v: of::", stringify!($name), "<0x68> = of::", stringify!($name), "::new();")]
+            /// assert_eq!(v.offset(), 0x68); // r13
+            /// assert_eq!(r.rsp.offset(), 0x20);
+            /// ```
             pub const fn offset(&self) -> usize {
                 OFF
             }
 
             /// Reads the view: one `mov` from `[OFF]`.
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            /// // The low bytes of rsp, read through the map and compared with the whole of it.
+            #[doc = concat!("let low = of::", stringify!($name), "::<0x20, of::Special>::new_special().load();")]
+            /// let full = of::RegU64::<0x20, of::Special>::new_special().load();
+            #[doc = concat!("assert_eq!(low, full as ", stringify!($ty), ");")]
+            /// ```
             #[inline(always)]
             pub fn load(&self) -> $ty {
                 let v: $ty;
@@ -112,6 +181,15 @@ macro_rules! reg_type {
             ///
             /// # Safety
             /// Writing the covered registers must be sound at this point (see the module docs).
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            #[doc = concat!("let r12 = of::", stringify!($name), "::<0x60, of::Special>::new_special();")]
+            /// // SAFETY: the view is r12, which the store declares clobbered; any bytes may be
+            /// // named `Special`, and then every store is the caller's responsibility.
+            /// unsafe { r12.store_unchecked(9) };
+            /// assert_eq!(r12.load(), 9);
+            /// ```
             #[inline(always)]
             pub unsafe fn store_unchecked(&self, value: $ty) {
                 const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
@@ -131,18 +209,25 @@ macro_rules! reg_type {
                 }
             }
 
-            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, add_unchecked, "add", "Adds `value` in place (`add`), wrapping.");
-            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, sub_unchecked, "sub", "Subtracts `value` in place (`sub`), wrapping.");
-            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, and_unchecked, "and", "Bitwise and in place (`and`).");
-            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, or_unchecked, "or", "Bitwise or in place (`or`).");
-            reg_type!(@rmw $ty, $ptr, $class, $m, $size, $sfx, xor_unchecked, "xor", "Bitwise xor in place (`xor`).");
-            reg_type!(@shift $ty, $ptr, $size, shl_unchecked, "shl", "Shifts left in place by `count` (`shl … , cl`; the CPU masks the count to 5 bits, 6 for qwords).");
-            reg_type!(@shift $ty, $ptr, $size, shr_unchecked, "shr", "Shifts right (logical) in place by `count` (`shr … , cl`; count masked as by the CPU).");
+            reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, add_unchecked, "add", "12 + 10", "Adds `value` in place (`add`), wrapping.");
+            reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, sub_unchecked, "sub", "12 - 10", "Subtracts `value` in place (`sub`), wrapping.");
+            reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, and_unchecked, "and", "12 & 10", "Bitwise and in place (`and`).");
+            reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, or_unchecked, "or", "12 | 10", "Bitwise or in place (`or`).");
+            reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, xor_unchecked, "xor", "12 ^ 10", "Bitwise xor in place (`xor`).");
+            reg_type!(@shift $name, $ty, $ptr, $size, shl_unchecked, "shl", "5", "5 << 3", "Shifts left in place by `count` (`shl … , cl`; the CPU masks the count to 5 bits, 6 for qwords).");
+            reg_type!(@shift $name, $ty, $ptr, $size, shr_unchecked, "shr", "40", "40 >> 3", "Shifts right (logical) in place by `count` (`shr … , cl`; count masked as by the CPU).");
         }
 
         impl<const OFF: usize> $name<OFF, Plain> {
             /// A view of the bytes at `OFF`; fails to compile if they leave the map or touch
             /// rbx/rsp/rbp/rip/rflags/fs/gs (use [`Special`] for those).
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            #[doc = concat!("let rdi = of::", stringify!($name), "::<0x38>::new(); // (the low bytes of) rdi")]
+            /// rdi.store(3);
+            /// assert_eq!(rdi.load(), 3);
+            /// ```
             pub const fn new() -> Self {
                 const { assert!(in_map(OFF, $size), "the bytes OFF..OFF+size of this view leave the register map (0x00..0xa0, 0x100..0x204)") };
                 const { assert!(!touches_special(OFF, $size), "these bytes touch rbx/rsp/rbp/rip/rflags/fs/gs: use the `Special` access class, whose stores are unsafe") };
@@ -151,6 +236,18 @@ macro_rules! reg_type {
 
             /// Writes the view: one `mov` to `[OFF]`. The registers it changes are declared
             /// clobbered.
+            ///
+            /// Narrow views change only their own bytes (map semantics):
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            /// let r14 = of::RegU64::<0x70>::new();
+            #[doc = concat!("let low = of::", stringify!($name), "::<0x70>::new();")]
+            /// r14.store(u64::MAX);
+            /// low.store(0);
+            /// // Only the view's own low bytes were cleared:
+            #[doc = concat!("assert_eq!(r14.load(), !u64::from(", stringify!($ty), "::MAX));")]
+            /// ```
             #[inline(always)]
             pub fn store(&self, value: $ty) {
                 // SAFETY: Plain views only cover registers declared clobbered by the asm.
@@ -167,6 +264,12 @@ macro_rules! reg_type {
         impl<const OFF: usize> $name<OFF, Special> {
             /// A view of the bytes at `OFF` whose stores are `unsafe`; fails to compile if the
             /// bytes leave the map.
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            #[doc = concat!("let rflags = of::", stringify!($name), "::<0x88, of::Special>::new_special();")]
+            /// assert_eq!(rflags.load() & 2, 2); // bit 1 of rflags always reads 1
+            /// ```
             pub const fn new_special() -> Self {
                 const { assert!(in_map(OFF, $size), "the bytes OFF..OFF+size of this view leave the register map (0x00..0xa0, 0x100..0x204)") };
                 $name { _p: PhantomData }
@@ -179,6 +282,18 @@ macro_rules! reg_type {
             /// code, jumping through rip, or setting DF is only sound when the code that runs
             /// next expects it (for example: a jump to a function that never returns, on a
             /// stack it owns).
+            ///
+            /// ```
+            /// of::map_registers().unwrap();
+            #[doc = concat!("let v = of::", stringify!($name), "::<0x60, of::Special>::new_special(); // r12")]
+            /// // SAFETY: r12 is declared clobbered by the store, so nothing relies on its old
+            /// // value (a `Special` view of r12 is legal, merely more careful than needed).
+            /// unsafe { v.store(5) };
+            /// assert_eq!(v.load(), 5);
+            /// ```
+            ///
+            /// The `green_threads` example switches stacks this way: it stores rsp and rip of a
+            /// coroutine in one `#[of::mapped]` block.
             #[inline(always)]
             pub unsafe fn store(&self, value: $ty) {
                 // SAFETY: forwarded to the caller.
@@ -209,7 +324,7 @@ macro_rules! reg_type {
             }
         }
     };
-    (@rmw $ty:ty, $ptr:literal, $class:ident, $m:literal, $size:literal, $sfx:literal, $fn:ident, $op:literal, $doc:literal) => {
+    (@rmw $name:ident, $ty:ty, $ptr:literal, $class:ident, $m:literal, $size:literal, $sfx:literal, $fn:ident, $op:literal, $expect:literal, $doc:literal) => {
         #[doc = $doc]
         ///
         /// One instruction: `
@@ -219,6 +334,16 @@ macro_rules! reg_type {
         ///
         /// # Safety
         /// As for a store: the covered registers must be writable at this point.
+        ///
+        /// ```
+        /// of::map_registers().unwrap();
+        #[doc = concat!("let v = of::", stringify!($name), "::<0x68>::new(); // r13")]
+        /// v.store(12);
+        /// // SAFETY: a Plain view: r13 is declared clobbered (the compound operator is the
+        /// // safe spelling of the same instruction).
+        #[doc = concat!("unsafe { v.", stringify!($fn), "(10) };")]
+        #[doc = concat!("assert_eq!(v.load(), ", $expect, ");")]
+        /// ```
         #[inline(always)]
         pub unsafe fn $fn(&self, value: $ty) {
             const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
@@ -253,7 +378,7 @@ macro_rules! reg_type {
             }
         }
     };
-    (@shift $ty:ty, $ptr:literal, $size:literal, $fn:ident, $op:literal, $doc:literal) => {
+    (@shift $name:ident, $ty:ty, $ptr:literal, $size:literal, $fn:ident, $op:literal, $start:literal, $expect:literal, $doc:literal) => {
         #[doc = $doc]
         ///
         /// Views that cover rcx cannot be shifted by a run-time count (the count lives in cl):
@@ -261,6 +386,15 @@ macro_rules! reg_type {
         ///
         /// # Safety
         /// As for a store: the covered registers must be writable at this point.
+        ///
+        /// ```
+        /// of::map_registers().unwrap();
+        #[doc = concat!("let v = of::", stringify!($name), "::<0x68>::new(); // r13")]
+        #[doc = concat!("v.store(", $start, ");")]
+        /// // SAFETY: a Plain view: r13 is declared clobbered.
+        #[doc = concat!("unsafe { v.", stringify!($fn), "(3) };")]
+        #[doc = concat!("assert_eq!(v.load(), ", $expect, ");")]
+        /// ```
         #[inline(always)]
         pub unsafe fn $fn(&self, count: u32) {
             const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };

@@ -26,6 +26,15 @@
 #![allow(deprecated)]
 
 /// A 64-bit register of the map, as `of` 0.1 named it.
+///
+/// ```
+/// # #![allow(deprecated, unused_unsafe)]
+/// use of::registers::R13;
+/// unsafe { of::map_registers(); }
+/// R13.store(7);
+/// R13.bitor_assign(8);
+/// assert_eq!(R13.load(), 15);
+/// ```
 #[deprecated(note = "use the `of::Registers` token from `of::map_registers()` or `#[of::mapped]`")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegU64 {
@@ -36,6 +45,13 @@ macro_rules! legacy {
     ($($name:ident = $off:literal),* $(,)?) => {
         $(
             #[doc = concat!("The map slot at offset ", stringify!($off), " (`of` 0.1 name).")]
+            ///
+            /// ```
+            /// # #![allow(deprecated, unused_unsafe)]
+            /// unsafe { of::map_registers(); }
+            #[doc = concat!("let value: u64 = of::registers::", stringify!($name), ".load(); // mov reg, qword ptr [", stringify!($off), "]")]
+            /// # let _ = value;
+            /// ```
             #[deprecated(note = "use the `of::Registers` token from `of::map_registers()` or `#[of::mapped]`")]
             pub const $name: RegU64 = RegU64 { offset: $off };
         )*
@@ -117,6 +133,14 @@ macro_rules! dispatch {
 
 impl RegU64 {
     /// The value (`mov reg, [offset]`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::RSP;
+    /// unsafe { of::map_registers(); }
+    /// let local = 0u8;
+    /// assert!(RSP.load().abs_diff(&local as *const u8 as u64) < 1 << 16);
+    /// ```
     #[inline(always)]
     pub fn load(&self) -> u64 {
         let v: u64;
@@ -155,51 +179,145 @@ impl RegU64 {
         v
     }
     /// Writes the register (`mov [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(42);
+    /// assert_eq!(R12.load(), 42);
+    /// ```
     #[inline(always)]
     pub fn store(&self, value: u64) {
         dispatch!(self, "mov", value)
     }
     /// `load() + value` (wrapping), without writing.
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(40);
+    /// assert_eq!(R12.add(2), 42);
+    /// assert_eq!(R12.load(), 40);
+    /// ```
     pub fn add(&self, value: u64) -> u64 {
         self.load().wrapping_add(value)
     }
     /// `load() - value` (wrapping), without writing.
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0);
+    /// assert_eq!(R12.sub(1), u64::MAX);
+    /// ```
     pub fn sub(&self, value: u64) -> u64 {
         self.load().wrapping_sub(value)
     }
     /// `load() & value`, without writing.
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// assert_eq!(R12.bitand(0b1010), 0b1000);
+    /// ```
     pub fn bitand(&self, value: u64) -> u64 {
         self.load() & value
     }
     /// `load() | value`, without writing.
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// assert_eq!(R12.bitor(0b1010), 0b1110);
+    /// ```
     pub fn bitor(&self, value: u64) -> u64 {
         self.load() | value
     }
     /// `load() ^ value`, without writing.
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// assert_eq!(R12.bitxor(0b1010), 0b0110);
+    /// ```
     pub fn bitxor(&self, value: u64) -> u64 {
         self.load() ^ value
     }
     /// Adds in place (`add [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(40);
+    /// R12.add_assign(2);
+    /// assert_eq!(R12.load(), 42);
+    /// ```
     #[inline(always)]
     pub fn add_assign(&self, value: u64) {
         dispatch!(self, "add", value)
     }
     /// Subtracts in place (`sub [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(44);
+    /// R12.sub_assign(2);
+    /// assert_eq!(R12.load(), 42);
+    /// ```
     #[inline(always)]
     pub fn sub_assign(&self, value: u64) {
         dispatch!(self, "sub", value)
     }
     /// Bitwise and in place (`and [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// R12.bitand_assign(0b1010);
+    /// assert_eq!(R12.load(), 0b1000);
+    /// ```
     #[inline(always)]
     pub fn bitand_assign(&self, value: u64) {
         dispatch!(self, "and", value)
     }
     /// Bitwise or in place (`or [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// R12.bitor_assign(0b1010);
+    /// assert_eq!(R12.load(), 0b1110);
+    /// ```
     #[inline(always)]
     pub fn bitor_assign(&self, value: u64) {
         dispatch!(self, "or", value)
     }
     /// Bitwise xor in place (`xor [offset], reg`).
+    ///
+    /// ```
+    /// # #![allow(deprecated, unused_unsafe)]
+    /// use of::registers::R12;
+    /// unsafe { of::map_registers(); }
+    /// R12.store(0b1100);
+    /// R12.bitxor_assign(0b1010);
+    /// assert_eq!(R12.load(), 0b0110);
+    /// ```
     #[inline(always)]
     pub fn bitxor_assign(&self, value: u64) {
         dispatch!(self, "xor", value)

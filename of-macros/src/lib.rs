@@ -33,6 +33,27 @@
 //! code. fs/gs base are read only. Shifting a view that covers rcx by a run-time count is an
 //! error (the count lives in cl); a literal count is an immediate and works on any view.
 //!
+//! ```
+//! #[of::mapped]
+//! fn stack_and_flags(r: &of::Registers) -> (u64, u64) {
+//!     let sp = r.rsp; //    mov <reg>, qword ptr [0x20]   (reads need no `unsafe`)
+//!     let fl = r.rflags; // mov <reg>, qword ptr [0x88]
+//!     (sp, fl)
+//! }
+//! let r = of::map_registers().unwrap();
+//! let (sp, fl) = stack_and_flags(&r);
+//! let local = 0u8;
+//! assert!(sp.abs_diff(&local as *const u8 as u64) < 1 << 16); // this thread's stack
+//! assert_eq!(fl & 2, 2); // bit 1 of rflags always reads 1 (Intel SDM vol. 1, 3.4.3)
+//! ```
+//!
+//! ```compile_fail
+//! #[of::mapped]
+//! fn f(r: &mut of::Registers) {
+//!     r.rsp -= 8; // error: a write to rsp must be inside `unsafe`
+//! }
+//! ```
+//!
 //! # Which bindings
 //! A binding is a parameter whose type names `Registers` (`r: of::Registers`,
 //! `r: &mut Registers`), or a `let` whose type names `Registers` or whose initialiser calls
@@ -1136,19 +1157,31 @@ fn mapped_impl(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStrea
 }
 
 /// Lets a function use plain field syntax on a `Registers` binding; see the crate docs of
-/// `of_macros` for the rules (this example runs as a doctest of the `of` crate, whose crate docs
-/// repeat it).
+/// `of_macros` for the rules. Use it as `#[of::mapped]` (the `of` crate re-exports it).
 ///
-/// ```text
+/// ```
 /// #[of::mapped]
-/// fn demo(r: &mut of::Registers) -> u64 {
-///     r.r8 = 40;
-///     r.r8 += 2;
-///     let v = r.r8;
-///     v
+/// fn demo(r: &mut of::Registers, x: u64) -> (u64, u16) {
+///     r.r8 = x; //     mov qword ptr [0x40], <reg holding x>
+///     r.r8 += 2; //    add qword ptr [0x40], 2 (through a register)
+///     r.r8w ^= 1; //   xor word ptr [0x40], <reg>: the low 2 bytes only
+///     let v = r.r8; // mov <reg>, qword ptr [0x40]  (all four in one asm! block)
+///     let w = r.r8w;
+///     (v, w)
 /// }
 /// let mut r = of::map_registers().unwrap();
-/// assert_eq!(demo(&mut r), 42);
+/// let (v, w) = demo(&mut r, 40);
+/// assert_eq!(v, (40 + 2) ^ 1);
+/// assert_eq!(w, v as u16);
+/// ```
+///
+/// Misuse is a compile error that points at the offending tokens, e.g. a width mismatch:
+///
+/// ```compile_fail,E0308
+/// #[of::mapped]
+/// fn f(r: &mut of::Registers) {
+///     r.eax = 1u64; // eax is 4 bytes: use `r.rax` or a u32 value
+/// }
 /// ```
 #[proc_macro_attribute]
 pub fn mapped(attr: TokenStream, item: TokenStream) -> TokenStream {
