@@ -2,7 +2,8 @@
 //! here with `cc` against `libof.a` and the system glibc, snapshots the register file with
 //! `memcpy(buf, (void *)0, 0xa0)` and checks it against the values set just before the call
 //! (callee-saved registers, rsp, fs/gs bases, rip inside the C library, rflags), then memset,
-//! memcpy into r13 and memcmp on map bytes. This test also checks that the instruction that
+//! memcpy into r13, `memcpy((void *)8, &x, 8)` into rcx, a 16-byte memcpy into rax:rcx (one
+//! xmm store) and memcmp on map bytes. This test also checks that the instruction that
 //! read the rip slot is a vector load (glibc's AVX2 memcpy).
 //!
 //! The inner `cargo build` shares `target/c-abi` with tests/c_abi.rs (one release build).
@@ -102,6 +103,8 @@ fn check(opt: &str) {
         "memcpy(buf, 0, 0xa0) snapshot:",
         "memset r12:",
         "memcpy into r13:",
+        "memcpy((void *)8, &x, 8) sets rcx:",
+        "memcpy((void *)0, pair, 16) sets rax:rcx:",
         "memcmp on map bytes:",
     ] {
         let line = stdout

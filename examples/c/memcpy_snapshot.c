@@ -13,7 +13,8 @@
  *     can check it is a vector load;
  *   - fs base: the thread pointer (arch_prctl(ARCH_GET_FS)); gs base: 0;
  *   - rflags: bit 1 and IF set, no system flags (RF, VM, ...).
- * memcpy((void *)0x68, &x, 8) sets r13; memset on r12's bytes; memcmp of r12..r15 against a
+ * memcpy((void *)0x68, &x, 8) sets r13, memcpy((void *)8, &x, 8) sets rcx, 16 bytes to 0 set
+ * rax:rcx; memset on r12's bytes; memcmp of r12..r15 against a
  * buffer (glibc's AVX2 memcmp compares with vpcmpeqb ymm, [mem]).
  *
  * Build: make c-tests (compiled with -fno-builtin so the calls really go to glibc), or
@@ -39,6 +40,7 @@ uint64_t g_snap[20];
 uint64_t g_rsp_at_call;
 uint64_t g_len; /* bytes copied from address 0: 0x90 (rax .. rflags) or 0xa0 (.. gs base) */
 uint64_t g_x = 0x0123456789abcdefULL, g_r13_after, g_r12_after;
+uint64_t g_pair[2] = {0x0a0b0c0d0e0f1011ULL, 0x2122232425262728ULL}, g_rcx_after, g_rax_after;
 uint64_t g_expect[4] = {0x2121212121212121ULL, 0x2222222222222222ULL, 0x2323232323232323ULL,
                         0x2424242424242424ULL};
 int g_equal = -1, g_differ = -1;
@@ -129,6 +131,37 @@ int main(void) {
     int ok4 = g_r13_after == g_x;
     printf("memcpy into r13: %#llx: %s\n", (unsigned long long)g_r13_after, ok4 ? "ok" : "MISMATCH");
 
+    /* memcpy((void *)8, &g_x, 8) sets rcx: the issue's own example. glibc's 8..15-byte path
+     * loads the value into rcx itself, so this one is not discriminating on its own ... */
+    __asm__ volatile(
+        "movl $8, %%edi\n\t"
+        "leaq g_x(%%rip), %%rsi\n\t"
+        "movl $8, %%edx\n\t"
+        "call *g_copy(%%rip)\n\t"
+        "movq %%rcx, g_rcx_after(%%rip)\n\t"
+        ::: CLOBBERS);
+    int ok5 = g_rcx_after == g_x;
+    printf("memcpy((void *)8, &x, 8) sets rcx: %#llx: %s\n", (unsigned long long)g_rcx_after,
+           ok5 ? "ok" : "MISMATCH");
+
+    /* ... so also 16 bytes into rax:rcx, which glibc copies with one xmm load and one xmm
+     * store (vmovdqu [rdi], xmm0): rcx changes only through the map, and rax (memcpy's return
+     * value, set to dst on entry) is overwritten by the same store. (Not rcx:rdx: rdx is
+     * memcpy's length, and its second store's address uses it after the first store changed
+     * it, exactly as if the CPU's rdx were memory.) */
+    __asm__ volatile(
+        "xorl %%edi, %%edi\n\t"
+        "leaq g_pair(%%rip), %%rsi\n\t"
+        "movl $16, %%edx\n\t"
+        "call *g_copy(%%rip)\n\t"
+        "movq %%rax, g_rax_after(%%rip)\n\t"
+        "movq %%rcx, g_rcx_after(%%rip)\n\t"
+        ::: CLOBBERS);
+    int ok6 = g_rax_after == g_pair[0] && g_rcx_after == g_pair[1];
+    printf("memcpy((void *)0, pair, 16) sets rax:rcx: %#llx:%#llx: %s\n",
+           (unsigned long long)g_rax_after, (unsigned long long)g_rcx_after,
+           ok6 ? "ok" : "MISMATCH");
+
     /* memcmp of r12..r15 (map 0x60..0x80) against a buffer holding the same values. */
     __asm__ volatile(
         "movq g_expect+0(%%rip), %%r12\n\t"
@@ -149,5 +182,5 @@ int main(void) {
         ::: CLOBBERS);
     int ok3 = g_equal == 0 && g_differ != 0;
     printf("memcmp on map bytes: equal=%d differ=%d: %s\n", g_equal, g_differ, ok3 ? "ok" : "MISMATCH");
-    return ok && ok2 && ok3 && ok4 ? 0 : 1;
+    return ok && ok2 && ok3 && ok4 && ok5 && ok6 ? 0 : 1;
 }
