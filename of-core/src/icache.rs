@@ -13,6 +13,14 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use iced_x86::{ConstantOffsets, Instruction};
 
 /// Number of entries.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::icache::ENTRIES;
+///
+/// assert!(ENTRIES.is_power_of_two());
+/// ```
 pub const ENTRIES: usize = 256;
 
 const EMPTY: u32 = 0;
@@ -52,6 +60,30 @@ fn index(rip: u64) -> usize {
 ///
 /// # Errors
 /// As [`decode::decode`].
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Mnemonic;
+/// use of_core::icache;
+///
+/// // inc qword ptr [0] (48 ff 04 25 00 00 00 00), padded to 16 bytes.
+/// let mut bytes = [0u8; 16];
+/// bytes[..8].copy_from_slice(&[0x48, 0xFF, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00]);
+/// let (a, _) = icache::decode(&bytes, 15, 0x40_1000).unwrap();
+/// let (b, _) = icache::decode(&bytes, 15, 0x40_1000).unwrap(); // from the cache
+/// assert_eq!(a, b);
+/// assert_eq!(a.mnemonic(), Mnemonic::Inc);
+///
+/// // The code at the same rip changed to dec qword ptr [0] (48 ff 0c 25 ...): the cached entry
+/// // does not match the bytes and is not used.
+/// bytes[2] = 0x0C;
+/// let (c, _) = icache::decode(&bytes, 15, 0x40_1000).unwrap();
+/// assert_eq!(c.mnemonic(), Mnemonic::Dec);
+///
+/// // Fewer bytes than the instruction needs are still an error.
+/// assert!(icache::decode(&bytes, 3, 0x40_1000).is_err());
+/// ```
 pub fn decode(
     bytes: &[u8; 16],
     n: usize,

@@ -24,6 +24,36 @@
 //! Everything reachable from the signal handler is async-signal-safe: no allocation, no locks,
 //! no panics that unwind (the handler is `extern "C"`, so a panic would abort, and the fault path
 //! is written without panicking operations).
+//!
+//! # Examples
+//!
+//! Decode `add qword ptr [8], 1` and emulate it on an in-memory register file (map offset 8
+//! is rcx):
+//!
+//! ```
+//! use of_core::decode::decode;
+//! use of_core::{RegisterFile, emulate};
+//!
+//! // 48 83 04 25 08 00 00 00 01 = add qword ptr [8], 1
+//! let bytes = [0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01];
+//! let mut m = RegisterFile { rip: 0x40_0000, ..RegisterFile::default() };
+//! m.gpr[1] = 41; // rcx
+//! let (instr, offsets) = decode(&bytes, m.rip).unwrap();
+//! emulate(&mut m, &instr, &bytes, &offsets, Some(8)).unwrap();
+//! assert_eq!(m.gpr[1], 42);
+//! assert_eq!(m.rip, 0x40_0000 + 9);
+//! ```
+//!
+//! The same instruction executed for real, once the fault handler is installed:
+//!
+//! ```
+//! of_core::signal::install().unwrap();
+//! let mut rcx: u64 = 41;
+//! // SAFETY: the page-0 access is emulated by the handler; it changes only rcx and the
+//! // status flags.
+//! unsafe { core::arch::asm!("add qword ptr [8], 1", inout("rcx") rcx, options(nostack)) };
+//! assert_eq!(rcx, 42);
+//! ```
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

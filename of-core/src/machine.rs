@@ -9,6 +9,28 @@ use crate::regs::GeneralRegisters;
 use iced_x86::Register;
 
 /// A memory access outside the register map failed (the page is not mapped or not writable).
+///
+/// # Examples
+///
+/// [`RegisterFile`] has 256 bytes of ordinary memory at `memory_base`; the first byte past them
+/// is reported:
+///
+/// ```
+/// use of_core::{Machine, MemoryFault, RegisterFile};
+///
+/// let mut m = RegisterFile::default();
+/// let end = m.memory_base + 256;
+/// let mut buf = [0u8; 8];
+/// assert_eq!(
+///     m.read_memory(end - 4, &mut buf),
+///     Err(MemoryFault { addr: end - 4, write: false })
+/// );
+/// assert_eq!(
+///     m.write_memory(end, &[1]),
+///     Err(MemoryFault { addr: end, write: true })
+/// );
+/// assert_eq!(m.write_memory(end - 8, &[1; 8]), Ok(()));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryFault {
     /// The first address that could not be accessed.
@@ -24,47 +46,311 @@ pub struct MemoryFault {
 /// table 2-2). `rip` is the address of the *next* instruction while an instruction is being
 /// emulated. Memory outside page 0 is reached through [`Machine::read_memory`] and
 /// [`Machine::write_memory`], which must not fault: they report a [`MemoryFault`] instead.
+///
+/// # Examples
+///
+/// A minimal machine with no memory outside page 0, driven by the emulator:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::{EmulationError, Exception, Machine, MemoryFault, emulate};
+///
+/// /// Sixteen registers, rip and rflags; every access to ordinary memory fails.
+/// struct Tiny {
+///     gpr: [u64; 16],
+///     rip: u64,
+///     rflags: u64,
+/// }
+///
+/// impl Machine for Tiny {
+///     fn gpr(&self, n: usize) -> u64 {
+///         self.gpr[n]
+///     }
+///     fn set_gpr(&mut self, n: usize, value: u64) {
+///         self.gpr[n] = value;
+///     }
+///     fn rip(&self) -> u64 {
+///         self.rip
+///     }
+///     fn set_rip(&mut self, value: u64) {
+///         self.rip = value;
+///     }
+///     fn rflags(&self) -> u64 {
+///         self.rflags
+///     }
+///     fn set_rflags(&mut self, value: u64) {
+///         self.rflags = value;
+///     }
+///     fn fs_base(&self) -> u64 {
+///         0
+///     }
+///     fn gs_base(&self) -> u64 {
+///         0
+///     }
+///     fn read_memory(&mut self, addr: u64, _buf: &mut [u8]) -> Result<(), MemoryFault> {
+///         Err(MemoryFault { addr, write: false })
+///     }
+///     fn write_memory(&mut self, addr: u64, _data: &[u8]) -> Result<(), MemoryFault> {
+///         Err(MemoryFault { addr, write: true })
+///     }
+/// }
+///
+/// let mut m = Tiny { gpr: [0; 16], rip: 0x2000, rflags: 0x202 };
+/// m.gpr[0] = 0x1234_5678_9ABC_DEF0; // rax
+///
+/// // mov qword ptr [0x10], rax (48 89 04 25 10 00 00 00): map offset 0x10 is rdx.
+/// let mov = [0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&mov, m.rip).unwrap();
+/// emulate(&mut m, &instr, &mov, &offsets, Some(0x10)).unwrap();
+/// assert_eq!(m.gpr[2], 0x1234_5678_9ABC_DEF0);
+/// assert_eq!(m.rip, 0x2000 + 8);
+///
+/// // push qword ptr [8] (ff 34 25 08 00 00 00) reads rcx from the map and writes it below rsp,
+/// // which is ordinary memory here: the write fails, the CPU would raise #PF there, and the
+/// // machine is left as it was.
+/// m.gpr[4] = 0x7000; // rsp
+/// let push = [0xFF, 0x34, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&push, m.rip).unwrap();
+/// let r = emulate(&mut m, &instr, &push, &offsets, Some(0x8));
+/// assert_eq!(
+///     r,
+///     Err(EmulationError::Exception(Exception::PageFault { addr: 0x7000 - 8, write: true }))
+/// );
+/// assert_eq!((m.gpr[4], m.rip), (0x7000, 0x2008));
+/// ```
 pub trait Machine {
     /// The value of general-purpose register `n` (0..16, encoding order).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile, map};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.gpr[1] = 0x1122_3344_5566_7788; // rcx is encoding number 1 ...
+    /// assert_eq!(m.gpr(1), 0x1122_3344_5566_7788);
+    /// let mut b = [0u8; 8];
+    /// assert!(map::read(&m, 8, &mut b)); // ... and bytes 8..16 of the map
+    /// assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
+    /// ```
     fn gpr(&self, n: usize) -> u64;
     /// Sets general-purpose register `n` (0..16, encoding order) to `value` (all 64 bits).
+    ///
+    /// # Examples
+    ///
+    /// `set_gpr` replaces all 64 bits; [`write_reg`] applies the partial-register rules on top:
+    ///
+    /// ```
+    /// use iced_x86::Register;
+    /// use of_core::machine::{Machine, RegisterFile, read_reg, write_reg};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_gpr(15, u64::MAX);
+    /// assert_eq!(m.gpr[15], u64::MAX);
+    /// assert_eq!(read_reg(&m, Register::R15D), Some(0xFFFF_FFFF));
+    /// assert!(write_reg(&mut m, Register::R15W, 0)); // a 16-bit write merges
+    /// assert_eq!(m.gpr(15), 0xFFFF_FFFF_FFFF_0000);
+    /// ```
     fn set_gpr(&mut self, n: usize, value: u64);
     /// The instruction pointer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::{Machine, RegisterFile, emulate};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.rip = 0x40_1000;
+    /// // inc qword ptr [0] (48 ff 04 25 00 00 00 00), 8 bytes long.
+    /// let bytes = [0x48, 0xFF, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00];
+    /// let (instr, offsets) = decode(&bytes, m.rip()).unwrap();
+    /// emulate(&mut m, &instr, &bytes, &offsets, Some(0)).unwrap();
+    /// assert_eq!(m.gpr[0], 1);
+    /// assert_eq!(m.rip(), 0x40_1008); // the next instruction
+    /// ```
     fn rip(&self) -> u64;
     /// Sets the instruction pointer.
+    ///
+    /// # Examples
+    ///
+    /// A write to the rip slot of the map is a jump:
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile, map};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// assert!(map::write(&mut m, map::RIP, &0x40_2000u64.to_le_bytes()));
+    /// assert_eq!(m.rip(), 0x40_2000);
+    /// m.set_rip(0x40_3000);
+    /// assert_eq!(m.rip, 0x40_3000);
+    /// ```
     fn set_rip(&mut self, value: u64);
     /// The full rflags value, system bits included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile, map};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// assert_eq!(m.rflags(), 0x202); // IF and the always-one bit 1
+    /// // The map's rflags slot reads as pushfq would store it: RF (bit 16) cleared.
+    /// m.rflags |= 1 << 16;
+    /// let mut b = [0u8; 8];
+    /// assert!(map::read(&m, map::RFLAGS, &mut b));
+    /// assert_eq!(u64::from_le_bytes(b), 0x202);
+    /// ```
     fn rflags(&self) -> u64;
     /// Sets the full rflags value. The emulator only ever changes user-writable bits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_rflags(0x202 | 0x40); // ZF (bit 6)
+    /// assert_eq!(m.rflags, 0x242);
+    /// ```
     fn set_rflags(&mut self, value: u64);
     /// The fs segment base (IA32_FS_BASE).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use iced_x86::Register;
+    /// use of_core::machine::{Machine, RegisterFile, read_reg};
+    ///
+    /// let m = RegisterFile { fs_base: 0x7F00_0000_0000, ..RegisterFile::default() };
+    /// assert_eq!(m.fs_base(), 0x7F00_0000_0000);
+    /// assert_eq!(read_reg(&m, Register::FS), Some(0x7F00_0000_0000));
+    /// ```
     fn fs_base(&self) -> u64;
     /// The gs segment base (IA32_GS_BASE).
+    ///
+    /// # Examples
+    ///
+    /// The gs base is what a `gs:`-prefixed operand adds to its address:
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::emulate::operands::effective_address;
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let m = RegisterFile { gs_base: 0x1000, ..RegisterFile::default() };
+    /// assert_eq!(m.gs_base(), 0x1000);
+    /// // mov rax, qword ptr gs:[8] (65 48 8b 04 25 08 00 00 00)
+    /// let bytes = [0x65, 0x48, 0x8B, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00];
+    /// let (instr, _) = decode(&bytes, 0x40_0000).unwrap();
+    /// assert_eq!(effective_address(&m, &instr, 1), Some(0x1000 + 8));
+    /// ```
     fn gs_base(&self) -> u64;
     /// The value of xmm register `n` (0..16), little-endian as a `u128`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile, map};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.xmm[2] = 0x0F0E_0D0C_0B0A_0908_0706_0504_0302_0100;
+    /// assert_eq!(m.xmm(2) >> 120, 0x0F);
+    /// // xmm2 is bytes 0x120..0x130 of the map, little-endian.
+    /// let mut b = [0u8; 2];
+    /// assert!(map::read(&m, map::XMM_BASE + 16 * 2 + 14, &mut b));
+    /// assert_eq!(b, [0x0E, 0x0F]);
+    /// ```
     fn xmm(&self, n: usize) -> u128 {
         let _ = n;
         0
     }
     /// Sets xmm register `n` (0..16).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_xmm(15, u128::MAX);
+    /// assert_eq!(m.xmm[15], u128::MAX);
+    /// assert_eq!(m.xmm(14), 0);
+    /// ```
     fn set_xmm(&mut self, n: usize, value: u128) {
         let _ = (n, value);
     }
     /// Bits 128..256 of ymm register `n` (0..16); zero when the state is in its initial
     /// configuration or AVX is absent.
+    ///
+    /// # Examples
+    ///
+    /// A VEX.128 load zeroes bits 128..256 of its destination (Intel SDM Vol. 1 §14.1.3):
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::{Machine, RegisterFile, emulate};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.xmm[0] = 0x1111;
+    /// m.ymm_high[1] = 0x2222;
+    /// // vmovdqu xmm1, xmmword ptr [0x100] (c5 fa 6f 0c 25 00 01 00 00): xmm1 = xmm0 (map 0x100).
+    /// let bytes = [0xC5, 0xFA, 0x6F, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00];
+    /// let (instr, offsets) = decode(&bytes, 0x40_0000).unwrap();
+    /// m.rip = 0x40_0000;
+    /// emulate(&mut m, &instr, &bytes, &offsets, Some(0x100)).unwrap();
+    /// assert_eq!(m.xmm(1), 0x1111);
+    /// assert_eq!(m.ymm_high(1), 0);
+    /// ```
     fn ymm_high(&self, n: usize) -> u128 {
         let _ = n;
         0
     }
     /// Sets bits 128..256 of ymm register `n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_ymm_high(3, 7);
+    /// assert_eq!((m.ymm_high(3), m.xmm(3)), (7, 0));
+    /// ```
     fn set_ymm_high(&mut self, n: usize, value: u128) {
         let _ = (n, value);
     }
     /// The MXCSR register.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile, map};
+    ///
+    /// let m = RegisterFile::default();
+    /// // The reset value: all six exceptions masked (bits 7..13), round to nearest.
+    /// assert_eq!(m.mxcsr(), 0x1F80);
+    /// let mut b = [0u8; 4];
+    /// assert!(map::read(&m, map::MXCSR, &mut b));
+    /// assert_eq!(u32::from_le_bytes(b), 0x1F80);
+    /// ```
     fn mxcsr(&self) -> u32 {
         0x1F80
     }
     /// Sets MXCSR; implementations keep reserved bits (those clear in MXCSR_MASK) clear.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_mxcsr(u32::MAX);
+    /// // Bits 18..32 are reserved on every CPU (MXCSR_MASK is 0xFFFF or 0x2FFFF) ...
+    /// assert_eq!(m.mxcsr() & 0xFFFC_0000, 0);
+    /// // ... while the masks, flags, rounding control and FZ (bits 0..16 but DAZ) are kept.
+    /// assert_eq!(m.mxcsr() & 0xFFBF, 0xFFBF);
+    /// ```
     fn set_mxcsr(&mut self, value: u32) {
         let _ = value;
     }
@@ -72,11 +358,42 @@ pub trait Machine {
     ///
     /// # Errors
     /// A [`MemoryFault`] naming the first inaccessible address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, MemoryFault, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.memory[..4].copy_from_slice(&[1, 2, 3, 4]);
+    /// let mut buf = [0u8; 4];
+    /// m.read_memory(m.memory_base, &mut buf).unwrap();
+    /// assert_eq!(buf, [1, 2, 3, 4]);
+    /// assert_eq!(
+    ///     m.read_memory(0x10, &mut buf),
+    ///     Err(MemoryFault { addr: 0x10, write: false })
+    /// );
+    /// ```
     fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault>;
     /// Writes `data` to ordinary memory (outside page 0) at `addr`.
     ///
     /// # Errors
     /// A [`MemoryFault`] naming the first address that is not writable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, MemoryFault, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// let at = m.memory_base + 10;
+    /// m.write_memory(at, &[0xAB, 0xCD]).unwrap();
+    /// assert_eq!(&m.memory[10..12], &[0xAB, 0xCD]);
+    /// assert_eq!(
+    ///     m.write_memory(m.memory_base - 1, &[0]),
+    ///     Err(MemoryFault { addr: m.memory_base - 1, write: true })
+    /// );
+    /// ```
     fn write_memory(&mut self, addr: u64, data: &[u8]) -> Result<(), MemoryFault>;
 }
 
@@ -84,6 +401,27 @@ pub trait Machine {
 /// ah/ch/dh/bh are bits 8..16 of rax/rcx/rdx/rbx; `rip`/`eip` give the next instruction; segment
 /// registers give their base (fs, gs) or 0 (cs ds es ss, flat in 64-bit mode, Intel SDM Vol. 1
 /// §3.4.2.1). Returns `None` for registers this emulator does not model.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Register;
+/// use of_core::machine::{RegisterFile, read_reg};
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0x1122_3344_5566_7788; // rax
+/// m.gpr[11] = 0xAAAA_BBBB_CCCC_DDDD; // r11
+/// m.rip = 0x40_1000;
+/// assert_eq!(read_reg(&m, Register::RAX), Some(0x1122_3344_5566_7788));
+/// assert_eq!(read_reg(&m, Register::EAX), Some(0x5566_7788));
+/// assert_eq!(read_reg(&m, Register::AX), Some(0x7788));
+/// assert_eq!(read_reg(&m, Register::AL), Some(0x88));
+/// assert_eq!(read_reg(&m, Register::AH), Some(0x77)); // bits 8..16
+/// assert_eq!(read_reg(&m, Register::R11W), Some(0xDDDD));
+/// assert_eq!(read_reg(&m, Register::RIP), Some(0x40_1000));
+/// assert_eq!(read_reg(&m, Register::DS), Some(0)); // flat segment
+/// assert_eq!(read_reg(&m, Register::CR0), None); // not modelled
+/// ```
 pub fn read_reg<M: Machine + ?Sized>(m: &M, reg: Register) -> Option<u64> {
     use Register as R;
     Some(match reg {
@@ -112,6 +450,26 @@ pub fn read_reg<M: Machine + ?Sized>(m: &M, reg: Register) -> Option<u64> {
 /// Writes `value` to `reg` with hardware rules (Intel SDM Vol. 1 §3.4.1.1): a 32-bit write
 /// zero-extends to 64 bits, 8- and 16-bit writes merge into the register, ah/ch/dh/bh write
 /// bits 8..16. Returns `false` for registers this emulator does not write (segments, rip).
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Register;
+/// use of_core::machine::{RegisterFile, write_reg};
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = u64::MAX;
+/// assert!(write_reg(&mut m, Register::AL, 0x12)); // 8-bit: merges
+/// assert_eq!(m.gpr[0], 0xFFFF_FFFF_FFFF_FF12);
+/// assert!(write_reg(&mut m, Register::AH, 0x34)); // bits 8..16
+/// assert_eq!(m.gpr[0], 0xFFFF_FFFF_FFFF_3412);
+/// assert!(write_reg(&mut m, Register::AX, 0x5678)); // 16-bit: merges
+/// assert_eq!(m.gpr[0], 0xFFFF_FFFF_FFFF_5678);
+/// assert!(write_reg(&mut m, Register::EAX, 0x9ABC_DEF0)); // 32-bit: zero-extends
+/// assert_eq!(m.gpr[0], 0x0000_0000_9ABC_DEF0);
+/// assert!(!write_reg(&mut m, Register::RIP, 0)); // not written this way
+/// assert!(!write_reg(&mut m, Register::CS, 0));
+/// ```
 pub fn write_reg<M: Machine + ?Sized>(m: &mut M, reg: Register, value: u64) -> bool {
     use Register as R;
     match reg {
@@ -140,6 +498,21 @@ pub fn write_reg<M: Machine + ?Sized>(m: &mut M, reg: Register, value: u64) -> b
 
 /// The encoding number (0..16) and size in bytes of a general-purpose register view, or `None`
 /// for anything else (ah/ch/dh/bh included: they are not the low bits of their register).
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Register;
+/// use of_core::machine::gpr_index;
+///
+/// assert_eq!(gpr_index(Register::RAX), Some((0, 8)));
+/// assert_eq!(gpr_index(Register::R10D), Some((10, 4)));
+/// assert_eq!(gpr_index(Register::SP), Some((4, 2)));
+/// assert_eq!(gpr_index(Register::SIL), Some((6, 1))); // needs REX; low byte of rsi
+/// assert_eq!(gpr_index(Register::R15L), Some((15, 1)));
+/// assert_eq!(gpr_index(Register::AH), None); // bits 8..16 of rax
+/// assert_eq!(gpr_index(Register::XMM0), None);
+/// ```
 pub fn gpr_index(reg: Register) -> Option<(usize, usize)> {
     use Register as R;
     let r = reg as u32;
@@ -165,6 +538,36 @@ pub fn gpr_index(reg: Register) -> Option<(usize, usize)> {
 
 /// An in-memory register file with a small flat memory outside page 0: the [`Machine`] used by
 /// tests and by callers that emulate without faults (for example a VMM's MMIO path).
+///
+/// # Examples
+///
+/// Emulating `add qword ptr [8], 1` — map offset 8 is rcx — without any fault:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::{RegisterFile, emulate};
+///
+/// let mut m = RegisterFile::default(); // rflags = 0x202 (IF and bit 1)
+/// m.gpr[1] = 0xFFFF_FFFF_FFFF_FFFF; // rcx
+/// m.rip = 0x40_0000;
+/// // add qword ptr [8], 1: 48 83 04 25 08 00 00 00 01 (9 bytes).
+/// let bytes = [0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01];
+/// let (instr, offsets) = decode(&bytes, m.rip).unwrap();
+/// emulate(&mut m, &instr, &bytes, &offsets, Some(8)).unwrap();
+///
+/// // 0xFFFF_FFFF_FFFF_FFFF + 1 = 2^64: the result is 0 with a carry out of bit 63.
+/// assert_eq!(m.gpr[1], 0);
+/// let (cf, pf, af, zf, sf, of) = (1 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11);
+/// assert_eq!(m.rflags & cf, cf); // carry out of bit 63
+/// assert_eq!(m.rflags & pf, pf); // low byte 0x00 has an even number of set bits
+/// assert_eq!(m.rflags & af, af); // 0xF + 0x1 carries out of bit 3
+/// assert_eq!(m.rflags & zf, zf); // the result is zero
+/// assert_eq!(m.rflags & (sf | of), 0); // -1 + 1 = 0: positive, no signed overflow
+/// assert_eq!(m.rflags & !(cf | pf | af | zf | sf | of), 0x202); // other bits untouched
+/// assert_eq!(m.rip, 0x40_0000 + 9);
+/// // Every other register is as it was.
+/// assert_eq!(m.gpr.iter().filter(|&&g| g != 0).count(), 0);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisterFile {
     /// General-purpose registers in encoding order.
@@ -209,6 +612,19 @@ impl Default for RegisterFile {
 
 impl RegisterFile {
     /// The general-purpose registers as a [`GeneralRegisters`] snapshot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::RegisterFile;
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.gpr[4] = 0x7FFF_0000; // rsp
+    /// m.gpr[15] = 15;
+    /// let g = m.general();
+    /// assert_eq!((g.rsp, g.r15, g.rax), (0x7FFF_0000, 15, 0));
+    /// assert_eq!(g.to_array(), m.gpr);
+    /// ```
     pub fn general(&self) -> GeneralRegisters {
         GeneralRegisters::from_array(self.gpr)
     }

@@ -14,6 +14,25 @@
 //! | 0x98 | 8 | gs base | read only |
 //! | 0x100..0x200 | 16 each | xmm0 … xmm15 | read/write |
 //! | 0x200 | 4 | mxcsr (writes keep reserved bits clear) | read/write |
+//!
+//! # Examples
+//!
+//! The layout constants describe the table above:
+//!
+//! ```
+//! use of_core::map::*;
+//!
+//! // Sixteen 8-byte general-purpose registers, then rip, rflags, fs base, gs base.
+//! assert_eq!(GPR_BASE + 16 * 8, RIP);
+//! assert_eq!((RFLAGS, FS_BASE, GS_BASE, SCALAR_END), (RIP + 8, RIP + 16, RIP + 24, RIP + 32));
+//! // Sixteen 16-byte xmm registers, then the 4-byte mxcsr.
+//! assert_eq!(XMM_BASE + 16 * 16, MXCSR);
+//! assert_eq!(MXCSR + 4, MAP_END);
+//! assert!(MAP_END <= PAGE_SIZE);
+//! // Every byte below MAP_END is a register except the hole SCALAR_END..XMM_BASE.
+//! let registers = (0..PAGE_SIZE).filter(|&a| is_mapped(a, 1)).count() as u64;
+//! assert_eq!(registers, MAP_END - (XMM_BASE - SCALAR_END));
+//! ```
 
 use crate::machine::Machine;
 
@@ -40,14 +59,49 @@ pub const MAP_END: u64 = 0x204;
 
 /// The rflags bits a write to the rflags slot may change: CF PF AF ZF SF DF OF
 /// (Intel SDM Vol. 1 §3.4.3).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::{RFLAGS_WRITABLE, STATUS_FLAGS};
+///
+/// // CF(0) PF(2) AF(4) ZF(6) SF(7) OF(11), plus DF(10) for writes.
+/// assert_eq!(STATUS_FLAGS, 1 | 1 << 2 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 11);
+/// assert_eq!(RFLAGS_WRITABLE, STATUS_FLAGS | 1 << 10);
+/// ```
 pub const RFLAGS_WRITABLE: u64 = 0xCD5;
 /// The six status flags CF PF AF ZF SF OF (Intel SDM Vol. 1 §3.4.3.1).
 pub const STATUS_FLAGS: u64 = 0x8D5;
 /// RF (resume flag, bit 16) and VM (bit 17): cleared in what `pushfq` stores (Intel SDM Vol. 2B,
 /// PUSHF), and so in what a read of the rflags slot gives.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::{self, RFLAGS_READ_CLEARED};
+/// use of_core::RegisterFile;
+///
+/// let m = RegisterFile { rflags: 0x202 | RFLAGS_READ_CLEARED, ..RegisterFile::default() };
+/// let mut b = [0u8; 8];
+/// assert!(map::read(&m, map::RFLAGS, &mut b));
+/// assert_eq!(u64::from_le_bytes(b), 0x202);
+/// ```
 pub const RFLAGS_READ_CLEARED: u64 = (1 << 16) | (1 << 17);
 
 /// One register slot of the map.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::Slot;
+///
+/// assert_eq!(Slot::at(0x7C), Some((Slot::Gpr(15), 0x78))); // inside r15
+/// assert_eq!(Slot::at(0x8B), Some((Slot::Rflags, 0x88)));
+/// assert_eq!(Slot::at(0x1F0), Some((Slot::Xmm(15), 0x1F0)));
+/// assert_eq!(Slot::at(0xA0), None); // the hole after gs base
+/// assert!(!Slot::GsBase.writable());
+/// assert_eq!(Slot::Mxcsr.size(), 4);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// A general-purpose register, by encoding number (0 = rax … 15 = r15).
@@ -69,6 +123,22 @@ pub enum Slot {
 impl Slot {
     /// The slot containing map offset `offset`, with the slot's first offset; `None` for bytes
     /// that are not registers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::map::Slot;
+    ///
+    /// assert_eq!(Slot::at(0x00), Some((Slot::Gpr(0), 0x00))); // rax
+    /// assert_eq!(Slot::at(0x0F), Some((Slot::Gpr(1), 0x08))); // last byte of rcx
+    /// assert_eq!(Slot::at(0x80), Some((Slot::Rip, 0x80)));
+    /// assert_eq!(Slot::at(0x93), Some((Slot::FsBase, 0x90)));
+    /// assert_eq!(Slot::at(0x9F), Some((Slot::GsBase, 0x98)));
+    /// assert_eq!(Slot::at(0xFF), None);
+    /// assert_eq!(Slot::at(0x105), Some((Slot::Xmm(0), 0x100)));
+    /// assert_eq!(Slot::at(0x203), Some((Slot::Mxcsr, 0x200)));
+    /// assert_eq!(Slot::at(0x204), None);
+    /// ```
     pub const fn at(offset: u64) -> Option<(Slot, u64)> {
         if offset < RIP {
             Some((Slot::Gpr((offset / 8) as u8), offset & !7))
@@ -92,11 +162,32 @@ impl Slot {
     }
 
     /// Whether a write may change this slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::map::Slot;
+    ///
+    /// assert!(Slot::Gpr(4).writable() && Slot::Rip.writable() && Slot::Rflags.writable());
+    /// assert!(Slot::Xmm(3).writable() && Slot::Mxcsr.writable());
+    /// assert!(!Slot::FsBase.writable() && !Slot::GsBase.writable());
+    /// ```
     pub const fn writable(self) -> bool {
         !matches!(self, Slot::FsBase | Slot::GsBase)
     }
 
     /// Size of the slot in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::map::Slot;
+    ///
+    /// assert_eq!(Slot::Gpr(0).size(), 8);
+    /// assert_eq!(Slot::Rip.size(), 8);
+    /// assert_eq!(Slot::Xmm(7).size(), 16);
+    /// assert_eq!(Slot::Mxcsr.size(), 4);
+    /// ```
     pub const fn size(self) -> u64 {
         match self {
             Slot::Xmm(_) => 16,
@@ -107,6 +198,22 @@ impl Slot {
 }
 
 /// Whether every byte of `addr..addr + len` is a register of the map.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::is_mapped;
+///
+/// assert!(is_mapped(0x00, 8)); // rax
+/// assert!(is_mapped(0x04, 8)); // high half of rax, low half of rcx
+/// assert!(is_mapped(0x00, 0xA0)); // all scalar registers at once
+/// assert!(is_mapped(0x1F0, 16)); // xmm15
+/// assert!(is_mapped(0x200, 4)); // mxcsr
+/// assert!(!is_mapped(0x200, 8)); // mxcsr is 4 bytes
+/// assert!(!is_mapped(0x9C, 8)); // gs base high half + 4 bytes of the hole
+/// assert!(!is_mapped(0xF8, 16)); // hole + xmm0: one range must lie in one part
+/// assert!(!is_mapped(u64::MAX, 2)); // wraps around
+/// ```
 pub fn is_mapped(addr: u64, len: u64) -> bool {
     let Some(end) = addr.checked_add(len) else {
         return false;
@@ -120,16 +227,55 @@ pub fn is_mapped(addr: u64, len: u64) -> bool {
 }
 
 /// Whether every byte of `addr..addr + len` is a *writable* register of the map.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::is_writable;
+///
+/// assert!(is_writable(0x80, 16)); // rip and rflags
+/// assert!(!is_writable(0x8C, 8)); // rflags high half + fs base
+/// assert!(!is_writable(0x98, 8)); // gs base
+/// assert!(is_writable(0x100, 0x104)); // all xmm registers and mxcsr
+/// assert!(!is_writable(0xA0, 1)); // not a register
+/// ```
 pub fn is_writable(addr: u64, len: u64) -> bool {
     is_mapped(addr, len) && (addr >= XMM_BASE || addr.saturating_add(len) <= FS_BASE)
 }
 
 /// Whether `addr..addr + len` touches page 0 at all.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::touches_page0;
+///
+/// assert!(touches_page0(0x800, 8)); // in page 0, even outside the map
+/// assert!(touches_page0(0xFFC, 8)); // starts in page 0
+/// assert!(!touches_page0(0x1000, 8));
+/// assert!(touches_page0(u64::MAX - 3, 8)); // wraps around into page 0
+/// assert!(!touches_page0(u64::MAX - 3, 4)); // ends at u64::MAX
+/// ```
 pub fn touches_page0(addr: u64, len: u64) -> bool {
     addr < PAGE_SIZE || (len > 0 && addr.wrapping_add(len - 1) < PAGE_SIZE)
 }
 
 /// Reads a whole slot as 16 little-endian bytes (slots narrower than 16 bytes are zero-padded).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::{Slot, read_slot};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[3] = 0x0807_0605_0403_0201; // rbx
+/// m.rflags = 0x1_0246; // RF is not visible through the map
+/// let b = read_slot(&m, Slot::Gpr(3));
+/// assert_eq!(b, [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+/// assert_eq!(&read_slot(&m, Slot::Rflags)[..8], &0x246u64.to_le_bytes());
+/// assert_eq!(&read_slot(&m, Slot::Mxcsr)[..4], &0x1F80u32.to_le_bytes());
+/// ```
 pub fn read_slot<M: Machine + ?Sized>(m: &M, slot: Slot) -> [u8; 16] {
     let mut out = [0u8; 16];
     match slot {
@@ -149,6 +295,24 @@ pub fn read_slot<M: Machine + ?Sized>(m: &M, slot: Slot) -> [u8; 16] {
 /// Writes a whole slot from 16 little-endian bytes (only the slot's size is used). The rflags
 /// slot changes only [`RFLAGS_WRITABLE`] bits; mxcsr keeps its reserved bits clear; fs/gs bases
 /// are not changed.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map::{Slot, write_slot};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile { fs_base: 0x5000, ..RegisterFile::default() };
+/// let ones = [0xFF; 16];
+/// write_slot(&mut m, Slot::Gpr(8), &ones);
+/// assert_eq!(m.gpr[8], u64::MAX); // only the slot's 8 bytes are used
+/// write_slot(&mut m, Slot::Rflags, &ones);
+/// assert_eq!(m.rflags, 0x202 | 0xCD5); // status flags and DF only; IF stays set
+/// write_slot(&mut m, Slot::FsBase, &ones);
+/// assert_eq!(m.fs_base, 0x5000); // read only
+/// write_slot(&mut m, Slot::Xmm(1), &ones);
+/// assert_eq!(m.xmm[1], u128::MAX);
+/// ```
 pub fn write_slot<M: Machine + ?Sized>(m: &mut M, slot: Slot, bytes: &[u8; 16]) {
     let mut q = [0u8; 8];
     q.copy_from_slice(&bytes[..8]);
@@ -172,6 +336,23 @@ pub fn write_slot<M: Machine + ?Sized>(m: &mut M, slot: Slot, bytes: &[u8; 16]) 
 
 /// Reads `buf.len()` map bytes starting at map offset `addr`. Returns `false` (and leaves `buf`
 /// partly written) if any byte is not a register.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0x0706_0504_0302_0100; // rax
+/// m.gpr[1] = 0x1716_1514_1312_1110; // rcx
+/// // An 8-byte read at 4 joins the high half of rax and the low half of rcx.
+/// let mut b = [0u8; 8];
+/// assert!(map::read(&m, 4, &mut b));
+/// assert_eq!(u64::from_le_bytes(b), 0x1312_1110_0706_0504);
+/// // Bytes that are not registers.
+/// assert!(!map::read(&m, 0xA0, &mut b));
+/// ```
 pub fn read<M: Machine + ?Sized>(m: &M, addr: u64, buf: &mut [u8]) -> bool {
     let len = buf.len();
     if addr < RIP && (addr & 7) as usize + len <= 8 {
@@ -200,6 +381,25 @@ pub fn read<M: Machine + ?Sized>(m: &M, addr: u64, buf: &mut [u8]) -> bool {
 
 /// Writes `data` to the map starting at map offset `addr`, slot by slot in address order.
 /// Returns `false` (writing nothing) if any byte is not a writable register.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::map;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0x1111_1111_1111_1111; // rax
+/// m.gpr[1] = 0x2222_2222_2222_2222; // rcx
+/// // A 2-byte write at 7 changes the top byte of rax and the low byte of rcx.
+/// assert!(map::write(&mut m, 7, &[0xAA, 0xBB]));
+/// assert_eq!(m.gpr[0], 0xAA11_1111_1111_1111);
+/// assert_eq!(m.gpr[1], 0x2222_2222_2222_22BB);
+/// // Nothing is written when any byte is read only (0x8c..0x94 ends in the fs base).
+/// let before = m.clone();
+/// assert!(!map::write(&mut m, 0x8C, &[0; 8]));
+/// assert_eq!(m, before);
+/// ```
 pub fn write<M: Machine + ?Sized>(m: &mut M, addr: u64, data: &[u8]) -> bool {
     let len = data.len();
     if addr < RIP && (addr & 7) as usize + len <= 8 && len > 0 {

@@ -15,6 +15,24 @@ use iced_x86::{ConstantOffsets, Instruction, Mnemonic};
 
 /// Whether `div`/`idiv` of rdx:rax (per operand size) by `divisor` raises #DE (Intel SDM Vol. 2A,
 /// DIV/IDIV: divisor 0, or a quotient that does not fit the destination).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::alu::divide_error;
+///
+/// // Division by zero, at any size.
+/// assert!(divide_error(false, 8, 1, 0, 0));
+/// // Unsigned 16-bit: dx:ax = 0x0001_0000 / 1 = 0x1_0000 does not fit 16 bits.
+/// assert!(divide_error(false, 2, 0x0000, 0x0001, 1));
+/// assert!(!divide_error(false, 2, 0x0000, 0x0001, 2)); // 0x8000 fits
+/// // Byte division divides ax: 0x00FF / 1 = 0xFF fits 8 bits; 0x0100 / 1 does not.
+/// assert!(!divide_error(false, 1, 0xFF, 0, 1));
+/// assert!(divide_error(false, 1, 0x100, 0, 1));
+/// // Signed 32-bit: -2^31 / -1 = 2^31 does not fit i32 (the classic case).
+/// assert!(divide_error(true, 4, 0x8000_0000, 0xFFFF_FFFF, 0xFFFF_FFFF));
+/// assert!(!divide_error(true, 4, 0x8000_0000, 0xFFFF_FFFF, 2)); // -2^30 fits
+/// ```
 pub fn divide_error(signed: bool, size: u64, rax: u64, rdx: u64, divisor: u64) -> bool {
     let bits = 8 * size as u32;
     let mask = if bits == 64 {
@@ -54,6 +72,28 @@ pub fn divide_error(signed: bool, size: u64, rax: u64, rdx: u64, divisor: u64) -
 /// # Errors
 /// [`Exception::DivideError`]; [`EmulationError::Unsupported`] if the encoding cannot be
 /// rewritten.
+///
+/// # Examples
+///
+/// `xadd qword ptr [0], rax` exchanges and adds with rax in both roles: the register gets the old
+/// destination, the destination gets the sum, and the map write is applied last (SPEC §2):
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::{alu, operands::MapWrites};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 5; // rax
+/// // xadd qword ptr [0], rax (48 0f c1 04 25 00 00 00 00)
+/// let bytes = [0x48, 0x0F, 0xC1, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let mut w = MapWrites::default();
+/// alu::execute(&mut m, &instr, &bytes, &offsets, true, 0, &mut w).unwrap();
+/// assert_eq!(m.gpr[0], 5); // rax = old destination (old rax) ...
+/// w.apply(&mut m);
+/// assert_eq!(m.gpr[0], 10); // ... then the destination, rax's bytes, = 5 + 5
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,
@@ -118,6 +158,22 @@ pub fn execute<M: Machine + ?Sized>(
 
 /// The status flags of `cmp a, b` at operand size `size` (1, 2, 4 or 8 bytes), computed by the
 /// host's own `cmp` ("fastop"), merged into `rflags`.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::alu::cmp_flags;
+///
+/// let (cf, zf, sf, of) = (1u64 << 0, 1 << 6, 1 << 7, 1 << 11);
+/// // Equal operands: ZF.
+/// assert_eq!(cmp_flags(0x202, 7, 7, 8) & (cf | zf | sf | of), zf);
+/// // 8-bit 0x80 - 0x01 = 0x7F: -128 - 1 overflows (OF), no borrow (CF clear), positive result.
+/// assert_eq!(cmp_flags(0x202, 0x80, 0x01, 1) & (cf | zf | sf | of), of);
+/// // 32-bit 0 - 1: borrow and negative.
+/// assert_eq!(cmp_flags(0x202, 0, 1, 4) & (cf | zf | sf | of), cf | sf);
+/// // Bits other than the status flags are kept.
+/// assert_eq!(cmp_flags(0x202 | 1 << 10, 7, 7, 8) & !0x8D5, 0x202 | 1 << 10);
+/// ```
 pub fn cmp_flags(rflags: u64, a: u64, b: u64, size: u64) -> u64 {
     let out: u64;
     // SAFETY: register-only arithmetic; pushfq/pop use the stack, which inline asm may use

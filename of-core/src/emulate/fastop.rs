@@ -8,6 +8,18 @@ use core::arch::asm;
 use iced_x86::Mnemonic;
 
 /// The two-operand operations with a fast path.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Mnemonic;
+/// use of_core::emulate::fastop::Op;
+///
+/// assert_eq!(Op::of(Mnemonic::Sub), Some(Op::Sub));
+/// assert!(Op::Sub.writes() && Op::Sub.binary());
+/// assert!(!Op::Cmp.writes());
+/// assert!(!Op::Neg.binary());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// add
@@ -40,6 +52,17 @@ pub enum Op {
 
 impl Op {
     /// The fast-path operation for `mnemonic`, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use iced_x86::Mnemonic;
+    /// use of_core::emulate::fastop::Op;
+    ///
+    /// assert_eq!(Op::of(Mnemonic::Add), Some(Op::Add));
+    /// assert_eq!(Op::of(Mnemonic::Not), Some(Op::Not));
+    /// assert_eq!(Op::of(Mnemonic::Shl), None); // shifts run through hostexec
+    /// ```
     pub fn of(mnemonic: Mnemonic) -> Option<Op> {
         Some(match mnemonic {
             Mnemonic::Add => Op::Add,
@@ -60,11 +83,29 @@ impl Op {
     }
 
     /// Whether the operation writes its destination.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::fastop::Op;
+    ///
+    /// assert!(Op::Add.writes() && Op::Not.writes());
+    /// assert!(!Op::Cmp.writes() && !Op::Test.writes());
+    /// ```
     pub fn writes(self) -> bool {
         !matches!(self, Op::Cmp | Op::Test)
     }
 
     /// Whether the operation has a source operand.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::fastop::Op;
+    ///
+    /// assert!(Op::Adc.binary() && Op::Test.binary());
+    /// assert!(!Op::Inc.binary() && !Op::Dec.binary() && !Op::Neg.binary() && !Op::Not.binary());
+    /// ```
     pub fn binary(self) -> bool {
         !matches!(self, Op::Inc | Op::Dec | Op::Neg | Op::Not)
     }
@@ -100,6 +141,32 @@ macro_rules! sized {
 /// Computes `op a, b` at operand size `size` (1, 2, 4 or 8 bytes) with input flags `rflags`.
 /// Returns the destination's new value (the low `size` bytes are meaningful) and `rflags` with
 /// the six status flags replaced by the host's.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::fastop::{Op, compute};
+///
+/// let (cf, pf, af, zf, sf, of) = (1u64 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11);
+/// let status = cf | pf | af | zf | sf | of;
+///
+/// // 8-bit: 0x7F + 1 = 0x80 overflows the signed range (OF), is negative (SF), carries out of
+/// // bit 3 (AF); 0x80 has one set bit (PF clear); no unsigned carry (CF clear).
+/// let (r, f) = compute(Op::Add, 1, 0x7F, 1, 0x202);
+/// assert_eq!(r & 0xFF, 0x80);
+/// assert_eq!(f & status, of | sf | af);
+/// assert_eq!(f & !status, 0x202); // other bits untouched
+///
+/// // inc leaves CF alone (0xFF + 1 = 0x00 at 8 bits: ZF, PF, AF; CF keeps its input value).
+/// let (r, f) = compute(Op::Inc, 1, 0xFF, 0, 0x202 | cf);
+/// assert_eq!(r & 0xFF, 0);
+/// assert_eq!(f & status, cf | zf | pf | af);
+///
+/// // cmp computes flags only: 1 - 2 borrows (CF), is -1 (SF, PF: 0xFF has 8 set bits, AF).
+/// let (r, f) = compute(Op::Cmp, 8, 1, 2, 0x202);
+/// assert_eq!(r, 1);
+/// assert_eq!(f & status, cf | sf | pf | af);
+/// ```
 pub fn compute(op: Op, size: u64, a: u64, b: u64, rflags: u64) -> (u64, u64) {
     let mut a = a;
     let mut f = (rflags & STATUS_FLAGS) | 2;

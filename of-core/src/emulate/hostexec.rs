@@ -48,6 +48,15 @@ static FREE_MAP: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 ///
 /// Returns `false` if the kernel refuses writable+executable memory, in which case instructions
 /// that need host execution are reported as not emulable.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::hostexec::init;
+///
+/// assert!(init()); // maps the pool
+/// assert!(init()); // already mapped
+/// ```
 pub fn init() -> bool {
     loop {
         match POOL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
@@ -122,6 +131,18 @@ impl Drop for Slot {
 }
 
 /// Registers in and out of a host execution, in the layout the trampoline expects.
+///
+/// # Examples
+///
+/// The trampoline addresses the fields by offset:
+///
+/// ```
+/// use of_core::emulate::hostexec::HostRegs;
+///
+/// assert_eq!(core::mem::offset_of!(HostRegs, gpr), 0);
+/// assert_eq!(core::mem::offset_of!(HostRegs, rflags), 16 * 8);
+/// assert_eq!(core::mem::offset_of!(HostRegs, code), 16 * 8 + 8);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostRegs {
@@ -307,6 +328,26 @@ fn implicit_registers(instr: &Instruction) -> u16 {
 }
 
 /// The rewritten register form, ready to copy into a code slot.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::{Mnemonic, Register};
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::register_form;
+///
+/// // shl qword ptr [8], 3 (48 c1 24 25 08 00 00 00 03)
+/// let bytes = [0x48, 0xC1, 0x24, 0x25, 0x08, 0x00, 0x00, 0x00, 0x03];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let form = register_form(&instr, &bytes, &offsets).unwrap();
+/// // The form is `shl rN, 3; ret` with rN the scratch register.
+/// let (shl, _) = decode(form.bytes(), 0).unwrap();
+/// assert_eq!(shl.mnemonic(), Mnemonic::Shl);
+/// assert_eq!(shl.op0_register(), Register::RAX + form.scratch as u32);
+/// assert_eq!(shl.immediate8(), 3);
+/// assert_eq!(form.bytes()[shl.len()..], [0xC3]); // ret
+/// assert_eq!(form.rsp_alias, None);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RegisterForm {
     bytes: [u8; 16],
@@ -319,6 +360,16 @@ pub struct RegisterForm {
 
 impl RegisterForm {
     /// The encoded bytes, `ret` included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::hostexec::verbatim;
+    ///
+    /// // neg rax (48 f7 d8) as its own register form: the bytes and a `ret`.
+    /// let form = verbatim(&[0x48, 0xF7, 0xD8]).unwrap();
+    /// assert_eq!(form.bytes(), &[0x48, 0xF7, 0xD8, 0xC3]);
+    /// ```
     pub fn bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -329,6 +380,27 @@ impl RegisterForm {
 /// # Errors
 /// [`EmulationError::Unsupported`] if the encoding cannot be rewritten (EVEX/XOP, no free
 /// register, or iced-x86's view of the operand layout disagrees with ours).
+///
+/// # Examples
+///
+/// An explicit rsp operand is renamed, because the host's rsp is never replaced:
+///
+/// ```
+/// use iced_x86::{Mnemonic, Register};
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::register_form;
+///
+/// // add rsp, qword ptr [8] (48 03 24 25 08 00 00 00)
+/// let bytes = [0x48, 0x03, 0x24, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let form = register_form(&instr, &bytes, &offsets).unwrap();
+/// let alias = form.rsp_alias.unwrap();
+/// assert!(alias != 4 && alias != form.scratch);
+/// let (add, _) = decode(form.bytes(), 0).unwrap();
+/// assert_eq!(add.mnemonic(), Mnemonic::Add);
+/// assert_eq!(add.op0_register(), Register::RAX + alias as u32);
+/// assert_eq!(add.op1_register(), Register::RAX + form.scratch as u32);
+/// ```
 pub fn register_form(
     instr: &Instruction,
     raw: &[u8],
@@ -485,6 +557,26 @@ pub fn register_form(
 ///
 /// # Errors
 /// [`EmulationError::Unsupported`] if no code slot is available.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::{execute, register_form};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// // mul qword ptr [8] (48 f7 24 25 08 00 00 00): rdx:rax = rax * operand.
+/// let bytes = [0x48, 0xF7, 0x24, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let form = register_form(&instr, &bytes, &offsets).unwrap();
+/// m.gpr[0] = 1 << 32; // rax
+/// let operand = 3 << 32; // what the memory operand held
+/// execute(&mut m, &form, operand).unwrap();
+/// // 2^32 * (3 * 2^32) = 3 * 2^64: rdx = 3, rax = 0; the high half is not zero, so CF = OF = 1.
+/// assert_eq!((m.gpr[0], m.gpr[2]), (0, 3));
+/// assert_eq!(m.rflags & 0x801, 0x801);
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     form: &RegisterForm,
@@ -531,6 +623,22 @@ pub fn execute<M: Machine + ?Sized>(
 /// The register form of an instruction that already has no memory operand: its own bytes (at
 /// most 15) followed by `ret`. Used by run-ahead for register-only instructions; the caller
 /// guarantees the instruction names neither rsp nor rip and cannot fault.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::hostexec::{execute, verbatim};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[1] = 0b1_0000; // rcx
+/// // bsf rax, rcx (48 0f bc c1): the index of the lowest set bit.
+/// let form = verbatim(&[0x48, 0x0F, 0xBC, 0xC1]).unwrap();
+/// execute(&mut m, &form, 0).unwrap();
+/// assert_eq!(m.gpr[0], 4);
+/// assert_eq!(m.rflags & 0x40, 0); // ZF clear: the source was not zero
+/// assert!(verbatim(&[0x90; 16]).is_none()); // longer than any instruction
+/// ```
 pub fn verbatim(raw: &[u8]) -> Option<RegisterForm> {
     if raw.len() > 15 {
         return None;
@@ -549,6 +657,19 @@ pub fn verbatim(raw: &[u8]) -> Option<RegisterForm> {
 }
 
 /// Vector registers in and out of [`execute_vector`], in the layout its trampoline expects.
+///
+/// # Examples
+///
+/// The trampoline addresses the fields by offset:
+///
+/// ```
+/// use of_core::emulate::hostexec::VectorRegs;
+///
+/// assert_eq!(core::mem::offset_of!(VectorRegs, ymm), 0);
+/// assert_eq!(core::mem::offset_of!(VectorRegs, mxcsr), 16 * 32);
+/// assert_eq!(core::mem::offset_of!(VectorRegs, host_mxcsr), 16 * 32 + 4);
+/// assert_eq!(core::mem::align_of::<VectorRegs>(), 32);
+/// ```
 #[repr(C, align(32))]
 #[derive(Clone, Copy, Debug)]
 pub struct VectorRegs {
@@ -669,6 +790,21 @@ unsafe fn run_vector(regs: &mut HostRegs, v: &mut VectorRegs) {
 }
 
 /// The register form of a vector instruction (see [`vector_register_form`]).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::vector_register_form;
+///
+/// // cvtsi2sd xmm0, qword ptr [8] (f2 48 0f 2a 04 25 08 00 00 00): the register form of the
+/// // memory operand is a general-purpose register.
+/// let bytes = [0xF2, 0x48, 0x0F, 0x2A, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let v = vector_register_form(&instr, &bytes, &offsets).unwrap();
+/// assert!(v.scratch_gpr);
+/// assert_ne!(v.form.scratch, 4); // never rsp
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct VectorForm {
     /// The rewritten instruction; `form.scratch` is the register standing for the memory
@@ -688,6 +824,25 @@ pub struct VectorForm {
 ///
 /// # Errors
 /// [`EmulationError::Unsupported`] when no such form exists.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::{Mnemonic, Register};
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::vector_register_form;
+///
+/// // addps xmm1, xmmword ptr [0x100] (0f 58 0c 25 00 01 00 00)
+/// let bytes = [0x0F, 0x58, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let v = vector_register_form(&instr, &bytes, &offsets).unwrap();
+/// assert!(!v.scratch_gpr);
+/// let (form, _) = decode(v.form.bytes(), 0).unwrap();
+/// assert_eq!(form.mnemonic(), Mnemonic::Addps);
+/// assert_eq!(form.op0_register(), Register::XMM1);
+/// assert_eq!(form.op1_register(), Register::XMM0 + v.form.scratch as u32);
+/// assert!(v.form.scratch != 0 && v.form.scratch != 1);
+/// ```
 pub fn vector_register_form(
     instr: &Instruction,
     raw: &[u8],
@@ -843,6 +998,37 @@ pub fn vector_register_form(
 }
 
 /// What a vector host execution found.
+///
+/// # Examples
+///
+/// 1.0 / 0.0 with the zero-divide exception unmasked:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::{
+///     VectorOutcome, execute_vector, vector_register_form, vector_supported,
+/// };
+/// use of_core::RegisterFile;
+///
+/// if !vector_supported() {
+///     return;
+/// }
+/// let mut m = RegisterFile::default();
+/// m.xmm[0] = u128::from(1.0f32.to_bits());
+/// m.mxcsr = 0x1F80 & !(1 << 9); // ZM (bit 9) clear: #XM on division by zero
+/// // divss xmm0, dword ptr [0x110] (f3 0f 5e 04 25 10 01 00 00)
+/// let bytes = [0xF3, 0x0F, 0x5E, 0x04, 0x25, 0x10, 0x01, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let v = vector_register_form(&instr, &bytes, &offsets).unwrap();
+/// let mut operand = [0u8; 32]; // 0.0
+/// let r = execute_vector(&mut m, &v, &mut operand).unwrap();
+/// // ZE (bit 2) is a pre-computation exception; nothing was written.
+/// assert_eq!(
+///     r,
+///     VectorOutcome::Unmasked { mxcsr: (0x1F80 & !(1 << 9)) | (1 << 2), before_computation: true }
+/// );
+/// assert_eq!(m.xmm[0], u128::from(1.0f32.to_bits()));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VectorOutcome {
     /// Done; the Machine is updated.
@@ -859,6 +1045,14 @@ pub enum VectorOutcome {
 }
 
 /// Whether the host can run [`execute_vector`] (AVX enabled by the OS).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::hostexec::vector_supported;
+///
+/// assert_eq!(vector_supported(), std::arch::is_x86_feature_detected!("avx"));
+/// ```
 pub fn vector_supported() -> bool {
     crate::signal::context::avx_enabled()
 }
@@ -881,6 +1075,34 @@ pub fn vector_supported() -> bool {
 ///
 /// # Errors
 /// [`EmulationError::Unsupported`] if no code slot is available or AVX is not enabled.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::{
+///     VectorOutcome, execute_vector, vector_register_form, vector_supported,
+/// };
+/// use of_core::RegisterFile;
+///
+/// if !vector_supported() {
+///     return;
+/// }
+/// let lanes = |v: [f32; 4]| -> u128 {
+///     v.iter().enumerate().map(|(i, x)| u128::from(x.to_bits()) << (32 * i)).sum()
+/// };
+/// let mut m = RegisterFile::default();
+/// m.xmm[1] = lanes([1.0, 2.0, 3.0, 4.0]);
+/// // addps xmm1, xmmword ptr [0x100] (0f 58 0c 25 00 01 00 00)
+/// let bytes = [0x0F, 0x58, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00];
+/// let (instr, offsets) = decode(&bytes, 0).unwrap();
+/// let v = vector_register_form(&instr, &bytes, &offsets).unwrap();
+/// let mut operand = [0u8; 32];
+/// operand[..16].copy_from_slice(&lanes([10.0, 20.0, 30.0, 40.0]).to_le_bytes());
+/// assert_eq!(execute_vector(&mut m, &v, &mut operand), Ok(VectorOutcome::Done));
+/// assert_eq!(m.xmm[1], lanes([11.0, 22.0, 33.0, 44.0])); // exact sums
+/// assert_eq!(m.mxcsr & 0x3F, 0); // no exception flag
+/// ```
 pub fn execute_vector<M: Machine + ?Sized>(
     m: &mut M,
     vform: &VectorForm,
@@ -1056,6 +1278,24 @@ fn features() -> Features {
 /// Whether this CPU implements every CPUID feature `instr` needs, so running it on the host
 /// cannot raise #UD (Intel SDM Vol. 2A, CPUID; AMD APM Vol. 3 appendix E). Features this table
 /// does not know are treated as absent: such instructions are refused, never executed.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::hostexec::cpu_supports;
+///
+/// // add qword ptr [8], 1: baseline x86-64.
+/// let (add, _) = decode(&[0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01], 0).unwrap();
+/// assert!(cpu_supports(&add));
+/// // popcnt rax, qword ptr [8] (f3 48 0f b8 04 25 08 00 00 00)
+/// let (popcnt, _) = decode(&[0xF3, 0x48, 0x0F, 0xB8, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(cpu_supports(&popcnt), std::arch::is_x86_feature_detected!("popcnt"));
+/// // vaddps zmm0, zmm1, zmm2 (62 f1 74 48 58 c2): AVX-512 is not in the table, so never.
+/// let (evex, _) = decode(&[0x62, 0xF1, 0x74, 0x48, 0x58, 0xC2], 0).unwrap();
+/// assert_eq!(evex.to_string(), "vaddps zmm0,zmm1,zmm2");
+/// assert!(!cpu_supports(&evex));
+/// ```
 pub fn cpu_supports(instr: &Instruction) -> bool {
     use iced_x86::CpuidFeature as F;
     let f = features();

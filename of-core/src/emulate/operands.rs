@@ -8,6 +8,16 @@ use crate::map;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// One memory access: `size` bytes at `addr`.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::Access;
+///
+/// let rcx = Access { addr: 8, size: 8, write: true };
+/// assert!(rcx.covers(8) && rcx.covers(15));
+/// assert!(!rcx.covers(7) && !rcx.covers(16));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {
     /// First byte.
@@ -20,12 +30,48 @@ pub struct Access {
 
 impl Access {
     /// Whether `addr` lies inside this access.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::Access;
+    ///
+    /// let a = Access { addr: 0x1FC, size: 8, write: false }; // xmm15's top + mxcsr
+    /// assert!(a.covers(0x200));
+    /// assert!(!a.covers(0x204));
+    /// // An access that wraps around the address space still covers its bytes.
+    /// let w = Access { addr: u64::MAX - 1, size: 4, write: false };
+    /// assert!(w.covers(u64::MAX) && w.covers(1) && !w.covers(2));
+    /// ```
     pub fn covers(&self, addr: u64) -> bool {
         addr.wrapping_sub(self.addr) < self.size
     }
 }
 
 /// Up to four accesses of one instruction (the faulting iteration for string instructions).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::{Access, accesses};
+/// use of_core::emulate::table::classify;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[6] = 0x10; // rsi -> rdx's slot
+/// m.gpr[7] = 0x18; // rdi -> rbx's slot
+/// // movsq (48 a5): reads 8 bytes at rsi, writes 8 bytes at rdi.
+/// let (instr, _) = decode(&[0x48, 0xA5], 0x40_0000).unwrap();
+/// let acc = accesses(&m, &instr, classify(&instr));
+/// assert_eq!(
+///     acc.as_slice(),
+///     &[
+///         Access { addr: 0x10, size: 8, write: false },
+///         Access { addr: 0x18, size: 8, write: true },
+///     ]
+/// );
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Accesses {
     list: [Access; 4],
@@ -40,6 +86,14 @@ impl Accesses {
         }
     }
     /// The accesses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::Accesses;
+    ///
+    /// assert!(Accesses::default().as_slice().is_empty());
+    /// ```
     pub fn as_slice(&self) -> &[Access] {
         &self.list[..self.len]
     }
@@ -48,6 +102,25 @@ impl Accesses {
 /// The effective address of memory operand `op` (Intel SDM Vol. 1 §3.7.5): base + index ×
 /// scale + displacement, truncated to the address size (0x67 gives 32 bits), plus the fs/gs base
 /// for those segment overrides (other segments are flat in 64-bit mode).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::effective_address;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[3] = 0xFFFF_FFFF; // rbx
+/// m.gpr[1] = 1; // rcx
+/// // mov eax, dword ptr [rbx + rcx*4 + 0x10] (8b 44 8b 10): operand 1 is the memory operand.
+/// let (instr, _) = decode(&[0x8B, 0x44, 0x8B, 0x10], 0x40_0000).unwrap();
+/// assert_eq!(effective_address(&m, &instr, 1), Some(0xFFFF_FFFF + 4 + 0x10));
+/// // The same with 0x67 (mov eax, dword ptr [ebx + ecx*4 + 0x10]): the sum is truncated to
+/// // 32 bits, 0x1_0000_0013 -> 0x13.
+/// let (instr, _) = decode(&[0x67, 0x8B, 0x44, 0x8B, 0x10], 0x40_0000).unwrap();
+/// assert_eq!(effective_address(&m, &instr, 1), Some(0x13));
+/// ```
 pub fn effective_address<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u32) -> Option<u64> {
     if instr.op_kind(op) == OpKind::Memory
         && instr.memory_base() == Register::None
@@ -66,16 +139,60 @@ pub fn effective_address<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u3
 }
 
 /// Size in bytes of the explicit memory operand.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::memory_size;
+///
+/// // add qword ptr [8], 1 (48 83 04 25 08 00 00 00 01)
+/// let (q, _) = decode(&[0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01], 0).unwrap();
+/// assert_eq!(memory_size(&q), 8);
+/// // add byte ptr [8], 1 (80 04 25 08 00 00 00 01)
+/// let (b, _) = decode(&[0x80, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01], 0).unwrap();
+/// assert_eq!(memory_size(&b), 1);
+/// ```
 pub fn memory_size(instr: &Instruction) -> u64 {
     instr.memory_size().size() as u64
 }
 
 /// Index of the explicit memory operand, if the instruction has one.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::memory_operand;
+///
+/// // mov qword ptr [0x10], rax (48 89 04 25 10 00 00 00): a store, memory is operand 0.
+/// let (st, _) = decode(&[0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(memory_operand(&st), Some(0));
+/// // mov rax, qword ptr [0x10] (48 8b 04 25 10 00 00 00): a load, memory is operand 1.
+/// let (ld, _) = decode(&[0x48, 0x8B, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(memory_operand(&ld), Some(1));
+/// // mov rax, rcx (48 89 c8): none.
+/// let (rr, _) = decode(&[0x48, 0x89, 0xC8], 0).unwrap();
+/// assert_eq!(memory_operand(&rr), None);
+/// ```
 pub fn memory_operand(instr: &Instruction) -> Option<u32> {
     (0..instr.op_count()).find(|&i| instr.op_kind(i) == OpKind::Memory)
 }
 
 /// Address size in bytes (8, or 4 with the 0x67 prefix).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::address_size;
+///
+/// // movsb (a4) and, with 0x67, movsb using esi/edi (67 a4).
+/// assert_eq!(address_size(&decode(&[0xA4], 0).unwrap().0), 8);
+/// assert_eq!(address_size(&decode(&[0x67, 0xA4], 0).unwrap().0), 4);
+/// // mov eax, dword ptr [ebx] (67 8b 03)
+/// assert_eq!(address_size(&decode(&[0x67, 0x8B, 0x03], 0).unwrap().0), 4);
+/// ```
 pub fn address_size(instr: &Instruction) -> u64 {
     match instr.op_kind(0) {
         OpKind::MemorySegESI | OpKind::MemoryESEDI => 4,
@@ -93,6 +210,18 @@ pub fn address_size(instr: &Instruction) -> u64 {
 }
 
 /// The register that holds the count of a `rep` string instruction (rcx, or ecx with 0x67).
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Register;
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::count_register;
+///
+/// // rep stosb (f3 aa) counts with rcx; with 0x67 (67 f3 aa) with ecx.
+/// assert_eq!(count_register(&decode(&[0xF3, 0xAA], 0).unwrap().0), Register::RCX);
+/// assert_eq!(count_register(&decode(&[0x67, 0xF3, 0xAA], 0).unwrap().0), Register::ECX);
+/// ```
 pub fn count_register(instr: &Instruction) -> Register {
     if address_size(instr) == 4 {
         Register::ECX
@@ -102,12 +231,41 @@ pub fn count_register(instr: &Instruction) -> Register {
 }
 
 /// Element size in bytes of a string instruction.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::string_element;
+///
+/// assert_eq!(string_element(&decode(&[0xA4], 0).unwrap().0), 1); // movsb
+/// assert_eq!(string_element(&decode(&[0x66, 0xA5], 0).unwrap().0), 2); // movsw
+/// assert_eq!(string_element(&decode(&[0xA5], 0).unwrap().0), 4); // movsd
+/// assert_eq!(string_element(&decode(&[0x48, 0xA5], 0).unwrap().0), 8); // movsq
+/// ```
 pub fn string_element(instr: &Instruction) -> u64 {
     memory_size(instr)
 }
 
 /// The bit-string displacement of bt/bts/btr/btc with a register bit offset: the operand is
 /// accessed at `EA + size * (offset SAR log2(8 * size))` (Intel SDM Vol. 2A, BT, "bit base").
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::bit_string_displacement;
+/// use of_core::RegisterFile;
+///
+/// // bt qword ptr [0], rcx (48 0f a3 0c 25 00 00 00 00): bit rcx of the bit string at 0.
+/// let bytes = [0x48, 0x0F, 0xA3, 0x0C, 0x25, 0x00, 0x00, 0x00, 0x00];
+/// let (instr, _) = decode(&bytes, 0).unwrap();
+/// let mut m = RegisterFile::default();
+/// m.gpr[1] = 130; // bit 130 = bit 2 of the third qword: 130 / 64 = 2, so 2 * 8 bytes further
+/// assert_eq!(bit_string_displacement(&m, &instr), 16);
+/// m.gpr[1] = (-1i64) as u64; // bit -1 = bit 63 of the qword before
+/// assert_eq!(bit_string_displacement(&m, &instr), (-8i64) as u64);
+/// ```
 pub fn bit_string_displacement<M: Machine + ?Sized>(m: &M, instr: &Instruction) -> u64 {
     let size = memory_size(instr);
     let bits = size * 8;
@@ -122,6 +280,34 @@ pub fn bit_string_displacement<M: Machine + ?Sized>(m: &M, instr: &Instruction) 
 
 /// The memory accesses `instr` makes from the state of `m` (which must still be the state
 /// before the instruction: `m.rip()` is the instruction's own address).
+///
+/// # Examples
+///
+/// `push qword ptr [8]` with rsp pointing into the map (at r8's slot, 0x40) reads rcx and
+/// writes the 8 bytes below rsp:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::{Access, accesses};
+/// use of_core::emulate::table::classify;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[4] = 0x40; // rsp
+/// // push qword ptr [8] (ff 34 25 08 00 00 00)
+/// let (instr, _) = decode(&[0xFF, 0x34, 0x25, 0x08, 0x00, 0x00, 0x00], 0x40_0000).unwrap();
+/// let acc = accesses(&m, &instr, classify(&instr));
+/// assert_eq!(
+///     acc.as_slice(),
+///     &[
+///         Access { addr: 8, size: 8, write: false },
+///         Access { addr: 0x38, size: 8, write: true },
+///     ]
+/// );
+/// // lea rax, [8] (48 8d 04 25 08 00 00 00) names memory but does not access it.
+/// let (lea, _) = decode(&[0x48, 0x8D, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert!(accesses(&m, &lea, classify(&lea)).as_slice().is_empty());
+/// ```
 pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> Accesses {
     let mut acc = Accesses::default();
     let explicit = memory_operand(instr)
@@ -377,6 +563,29 @@ fn stack_accesses<M: Machine + ?Sized>(
 ///
 /// # Errors
 /// [`Exception::PageFault`] when the bytes cannot be read.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::load;
+/// use of_core::emulate::{EmulationError, Exception};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0x4433_2211; // rax, through the map
+/// m.memory[..2].copy_from_slice(&[0xAA, 0xBB]); // ordinary memory
+/// let mut b = [0u8; 2];
+/// load(&mut m, 1, &mut b).unwrap();
+/// assert_eq!(b, [0x22, 0x33]);
+/// let base = m.memory_base;
+/// load(&mut m, base, &mut b).unwrap();
+/// assert_eq!(b, [0xAA, 0xBB]);
+/// // A page-0 byte that is not a register reads as a page fault, as would unmapped memory.
+/// assert_eq!(
+///     load(&mut m, 0xA0, &mut b),
+///     Err(EmulationError::Exception(Exception::PageFault { addr: 0xA0, write: false }))
+/// );
+/// ```
 pub fn load<M: Machine + ?Sized>(
     m: &mut M,
     addr: u64,
@@ -405,6 +614,19 @@ pub fn load<M: Machine + ?Sized>(
 ///
 /// # Errors
 /// As [`load`].
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::load_value;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0xAB00_0000_0000_0000; // rax: top byte 0xAB
+/// m.gpr[1] = 0xCD; // rcx: low byte 0xCD
+/// // Two bytes at 7: the top byte of rax, then the low byte of rcx (little-endian).
+/// assert_eq!(load_value(&mut m, 7, 2), Ok(0xCDAB));
+/// ```
 pub fn load_value<M: Machine + ?Sized>(
     m: &mut M,
     addr: u64,
@@ -417,6 +639,21 @@ pub fn load_value<M: Machine + ?Sized>(
 
 /// Map writes held back until the instruction's register results are in place (SPEC §2: when
 /// one instruction writes a register and map bytes that alias it, the map write is applied last).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::{MapWrites, store_value};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// let mut w = MapWrites::default();
+/// store_value(&mut m, &mut w, 0x00, 8, 5).unwrap(); // queued: rax is still 0
+/// assert_eq!(m.gpr[0], 0);
+/// m.gpr[0] = 99; // a register result of the same instruction
+/// w.apply(&mut m); // the map write comes last and wins
+/// assert_eq!(m.gpr[0], 5);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapWrites {
     addr: [u64; 4],
@@ -427,6 +664,24 @@ pub struct MapWrites {
 
 impl MapWrites {
     /// Applies the held writes in order and forgets them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::{MapWrites, store};
+    /// use of_core::RegisterFile;
+    ///
+    /// let mut m = RegisterFile::default();
+    /// let mut w = MapWrites::default();
+    /// store(&mut m, &mut w, 0x08, &[1]).unwrap();
+    /// store(&mut m, &mut w, 0x09, &[2]).unwrap();
+    /// w.apply(&mut m);
+    /// assert_eq!(m.gpr[1], 0x0201); // both, in order
+    /// w.apply(&mut m); // forgotten: applying again changes nothing
+    /// m.gpr[1] = 0;
+    /// w.apply(&mut m);
+    /// assert_eq!(m.gpr[1], 0);
+    /// ```
     pub fn apply<M: Machine + ?Sized>(&mut self, m: &mut M) {
         for i in 0..self.n {
             let len = self.len[i] as usize;
@@ -442,6 +697,31 @@ impl MapWrites {
 /// # Errors
 /// [`Exception::PageFault`] if ordinary memory is not writable; [`EmulationError::Unsupported`]
 /// if more than four map writes are queued by one instruction.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::{MapWrites, store};
+/// use of_core::emulate::{EmulationError, Exception};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// let mut w = MapWrites::default();
+/// // Ordinary memory is written at once.
+/// let base = m.memory_base;
+/// store(&mut m, &mut w, base + 4, &[7, 8]).unwrap();
+/// assert_eq!(&m.memory[4..6], &[7, 8]);
+/// // The fs base is read only: the CPU's view is a write to memory it cannot write.
+/// assert_eq!(
+///     store(&mut m, &mut w, 0x90, &[0; 8]),
+///     Err(EmulationError::Exception(Exception::PageFault { addr: 0x90, write: true }))
+/// );
+/// // At most four map writes per instruction.
+/// for i in 0..4 {
+///     store(&mut m, &mut w, 8 * i, &[1]).unwrap();
+/// }
+/// assert!(matches!(store(&mut m, &mut w, 0x40, &[1]), Err(EmulationError::Unsupported(_))));
+/// ```
 pub fn store<M: Machine + ?Sized>(
     m: &mut M,
     w: &mut MapWrites,
@@ -479,6 +759,21 @@ pub fn store<M: Machine + ?Sized>(
 ///
 /// # Errors
 /// As [`store`].
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::{MapWrites, store_value};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[2] = u64::MAX; // rdx
+/// let mut w = MapWrites::default();
+/// // A 2-byte store of 0x12345678 at 0x10 writes only 0x5678 into dx's bytes.
+/// store_value(&mut m, &mut w, 0x10, 2, 0x1234_5678).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!(m.gpr[2], 0xFFFF_FFFF_FFFF_5678);
+/// ```
 pub fn store_value<M: Machine + ?Sized>(
     m: &mut M,
     w: &mut MapWrites,
@@ -491,6 +786,25 @@ pub fn store_value<M: Machine + ?Sized>(
 
 /// The value of a non-memory operand: a register (hardware view) or an immediate
 /// (sign-extended as the instruction defines).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::operands::read_plain;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// // add qword ptr [8], -1 (48 83 04 25 08 00 00 00 ff): imm8 sign-extended to 64 bits.
+/// let bytes = [0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0xFF];
+/// let (instr, _) = decode(&bytes, 0).unwrap();
+/// assert_eq!(read_plain(&m, &instr, 1), Some(u64::MAX));
+/// assert_eq!(read_plain(&m, &instr, 0), None); // the memory operand
+/// // mov qword ptr [0x10], rax (48 89 04 25 10 00 00 00): operand 1 is rax.
+/// m.gpr[0] = 77;
+/// let (instr, _) = decode(&[0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(read_plain(&m, &instr, 1), Some(77));
+/// ```
 pub fn read_plain<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u32) -> Option<u64> {
     match instr.op_kind(op) {
         OpKind::Register => read_reg(m, instr.op_register(op)),
@@ -510,6 +824,24 @@ pub fn read_plain<M: Machine + ?Sized>(m: &M, instr: &Instruction, op: u32) -> O
 }
 
 /// Writes a register operand with hardware rules.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Register;
+/// use of_core::emulate::operands::write_register;
+/// use of_core::emulate::EmulationError;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[9] = u64::MAX;
+/// write_register(&mut m, Register::R9D, 1).unwrap(); // 32-bit: zero-extends
+/// assert_eq!(m.gpr[9], 1);
+/// assert!(matches!(
+///     write_register(&mut m, Register::ES, 0),
+///     Err(EmulationError::Unsupported(_))
+/// ));
+/// ```
 pub fn write_register<M: Machine + ?Sized>(
     m: &mut M,
     reg: Register,

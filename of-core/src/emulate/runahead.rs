@@ -22,12 +22,140 @@ use crate::map;
 use iced_x86::{ConditionCode, ConstantOffsets, Instruction, Mnemonic, OpKind, Register};
 
 /// Where run-ahead gets instruction bytes and learns about pending signals.
+///
+/// # Examples
+///
+/// Code in a buffer, as a test or a VMM (which reads guest code itself) would provide it:
+///
+/// ```
+/// use iced_x86::{ConstantOffsets, Instruction};
+/// use of_core::emulate::runahead::{CodeSource, run};
+/// use of_core::RegisterFile;
+///
+/// /// Code in a buffer at `base`.
+/// struct Buffer {
+///     base: u64,
+///     code: Vec<u8>,
+/// }
+///
+/// impl CodeSource for Buffer {
+///     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+///         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+///         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+///         let n = rest.len().min(15);
+///         buf[..n].copy_from_slice(&rest[..n]);
+///         n
+///     }
+///     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+///         of_core::decode::decode(&b[..n], rip).ok()
+///     }
+///     fn signal_pending(&mut self) -> bool {
+///         false
+///     }
+/// }
+///
+/// let mut code = Vec::new();
+/// code.extend([0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01]); // add qword ptr [8], 1
+/// code.extend([0x48, 0x01, 0xC9]); // add rcx, rcx
+/// code.extend([0x48, 0x8B, 0x14, 0x25, 0x00, 0x00, 0x10, 0x00]); // mov rdx, qword ptr [0x100000]
+/// let mut src = Buffer { base: 0x40_0000, code };
+/// let mut m = RegisterFile { rip: 0x40_0000, ..RegisterFile::default() };
+/// m.gpr[1] = 20; // rcx
+/// // The first two run; the load from ordinary memory is left for the CPU.
+/// assert_eq!(run(&mut m, &mut src, 100), 2);
+/// assert_eq!(m.gpr[1], (20 + 1) * 2);
+/// assert_eq!(m.rip, 0x40_0000 + 9 + 3);
+/// ```
 pub trait CodeSource {
     /// Copies the bytes at `rip` into `buf` if they lie in code the CPU has fetched (returns
     /// how many bytes are available, at most 15; fewer than the instruction needs stops
     /// run-ahead). Bytes of `buf` past the returned count are unspecified.
+    ///
+    /// # Examples
+    ///
+    /// Run-ahead stops where the code the source offers ends:
+    ///
+    /// (`Buffer`, hidden, is the code source of the [`CodeSource`] example, plus a `pending`
+    /// flag that [`CodeSource::signal_pending`] returns.)
+    ///
+    /// ```
+    /// # use iced_x86::{ConstantOffsets, Instruction};
+    /// # use of_core::emulate::runahead::CodeSource;
+    /// # /// Code in a buffer at `base`.
+    /// # struct Buffer {
+    /// #     base: u64,
+    /// #     code: Vec<u8>,
+    /// #     pending: bool,
+    /// # }
+    /// # impl CodeSource for Buffer {
+    /// #     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+    /// #         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+    /// #         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+    /// #         let n = rest.len().min(15);
+    /// #         buf[..n].copy_from_slice(&rest[..n]);
+    /// #         n
+    /// #     }
+    /// #     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+    /// #         of_core::decode::decode(&b[..n], rip).ok()
+    /// #     }
+    /// #     fn signal_pending(&mut self) -> bool {
+    /// #         self.pending
+    /// #     }
+    /// # }
+    /// use of_core::emulate::runahead::run;
+    /// use of_core::RegisterFile;
+    ///
+    /// // inc qword ptr [0] (48 ff 04 25 00 00 00 00), twice, but only 12 bytes offered.
+    /// let mut code = [0x48, 0xFF, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00].repeat(2);
+    /// code.truncate(12);
+    /// let mut src = Buffer { base: 0x1000, code, pending: false };
+    /// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+    /// assert_eq!(run(&mut m, &mut src, 10), 1);
+    /// assert_eq!((m.gpr[0], m.rip), (1, 0x1008));
+    /// ```
     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize;
     /// Decodes the first `n` of `bytes`, possibly through a cache.
+    ///
+    /// # Examples
+    ///
+    /// Bytes the source cannot decode stop run-ahead:
+    ///
+    /// (`Buffer`, hidden, is the code source of the [`CodeSource`] example, plus a `pending`
+    /// flag that [`CodeSource::signal_pending`] returns.)
+    ///
+    /// ```
+    /// # use iced_x86::{ConstantOffsets, Instruction};
+    /// # use of_core::emulate::runahead::CodeSource;
+    /// # /// Code in a buffer at `base`.
+    /// # struct Buffer {
+    /// #     base: u64,
+    /// #     code: Vec<u8>,
+    /// #     pending: bool,
+    /// # }
+    /// # impl CodeSource for Buffer {
+    /// #     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+    /// #         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+    /// #         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+    /// #         let n = rest.len().min(15);
+    /// #         buf[..n].copy_from_slice(&rest[..n]);
+    /// #         n
+    /// #     }
+    /// #     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+    /// #         of_core::decode::decode(&b[..n], rip).ok()
+    /// #     }
+    /// #     fn signal_pending(&mut self) -> bool {
+    /// #         self.pending
+    /// #     }
+    /// # }
+    /// use of_core::emulate::runahead::run;
+    /// use of_core::RegisterFile;
+    ///
+    /// // 0x06 (push es) is invalid in 64-bit mode.
+    /// let mut src = Buffer { base: 0x1000, code: vec![0x90, 0x06], pending: false };
+    /// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+    /// assert_eq!(run(&mut m, &mut src, 10), 1); // the nop only
+    /// assert_eq!(m.rip, 0x1001);
+    /// ```
     fn decode(
         &mut self,
         bytes: &[u8; 16],
@@ -35,15 +163,83 @@ pub trait CodeSource {
         rip: u64,
     ) -> Option<(Instruction, ConstantOffsets)>;
     /// Whether a signal is waiting (checked every [`SIGNAL_CHECK_EVERY`] instructions).
+    ///
+    /// # Examples
+    ///
+    /// A pending signal stops run-ahead at the next check:
+    ///
+    /// (`Buffer`, hidden, is the code source of the [`CodeSource`] example, plus a `pending`
+    /// flag that [`CodeSource::signal_pending`] returns.)
+    ///
+    /// ```
+    /// # use iced_x86::{ConstantOffsets, Instruction};
+    /// # use of_core::emulate::runahead::CodeSource;
+    /// # /// Code in a buffer at `base`.
+    /// # struct Buffer {
+    /// #     base: u64,
+    /// #     code: Vec<u8>,
+    /// #     pending: bool,
+    /// # }
+    /// # impl CodeSource for Buffer {
+    /// #     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+    /// #         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+    /// #         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+    /// #         let n = rest.len().min(15);
+    /// #         buf[..n].copy_from_slice(&rest[..n]);
+    /// #         n
+    /// #     }
+    /// #     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+    /// #         of_core::decode::decode(&b[..n], rip).ok()
+    /// #     }
+    /// #     fn signal_pending(&mut self) -> bool {
+    /// #         self.pending
+    /// #     }
+    /// # }
+    /// use of_core::emulate::runahead::{SIGNAL_CHECK_EVERY, run};
+    /// use of_core::RegisterFile;
+    ///
+    /// let nops = vec![0x90; 4 * SIGNAL_CHECK_EVERY];
+    /// let mut src = Buffer { base: 0x1000, code: nops.clone(), pending: true };
+    /// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+    /// assert_eq!(run(&mut m, &mut src, 1000), SIGNAL_CHECK_EVERY - 1);
+    /// let mut src = Buffer { base: 0x1000, code: nops, pending: false };
+    /// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+    /// assert_eq!(run(&mut m, &mut src, 1000), 4 * SIGNAL_CHECK_EVERY);
+    /// ```
     fn signal_pending(&mut self) -> bool;
 }
 
 /// How often [`CodeSource::signal_pending`] is asked, in instructions.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::runahead::SIGNAL_CHECK_EVERY;
+///
+/// assert!(SIGNAL_CHECK_EVERY > 1);
+/// ```
 pub const SIGNAL_CHECK_EVERY: usize = 64;
 
 const TF: u64 = 1 << 8;
 
 /// Evaluates a condition code against rflags (Intel SDM Vol. 1 appendix B, table B-1).
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::ConditionCode;
+/// use of_core::emulate::runahead::condition;
+///
+/// let (cf, zf, sf, of) = (1u64 << 0, 1 << 6, 1 << 7, 1 << 11);
+/// assert!(condition(ConditionCode::e, zf));
+/// assert!(!condition(ConditionCode::ne, zf));
+/// assert!(condition(ConditionCode::be, cf)); // below or equal: CF or ZF
+/// assert!(!condition(ConditionCode::a, cf));
+/// assert!(condition(ConditionCode::l, sf)); // less: SF != OF
+/// assert!(!condition(ConditionCode::l, sf | of));
+/// assert!(condition(ConditionCode::g, sf | of)); // greater: !ZF and SF == OF
+/// assert!(!condition(ConditionCode::g, zf));
+/// ```
 pub fn condition(cc: ConditionCode, rflags: u64) -> bool {
     let f = |bit: u32| rflags & (1 << bit) != 0;
     let (cf, pf, zf, sf, of) = (f(0), f(2), f(6), f(7), f(11));
@@ -409,6 +605,58 @@ struct Seen {
 const LOCAL: usize = 4;
 
 /// Runs ahead from `m.rip()` for at most `max` instructions. Returns how many were executed.
+///
+/// # Examples
+///
+/// A loop on the map runs until its condition fails, including the conditional branch:
+///
+/// (`Buffer`, hidden, is the code source of the [`CodeSource`] example, plus a `pending` flag
+/// that [`CodeSource::signal_pending`] returns.)
+///
+/// ```
+/// # use iced_x86::{ConstantOffsets, Instruction};
+/// # use of_core::emulate::runahead::CodeSource;
+/// # /// Code in a buffer at `base`.
+/// # struct Buffer {
+/// #     base: u64,
+/// #     code: Vec<u8>,
+/// #     pending: bool,
+/// # }
+/// # impl CodeSource for Buffer {
+/// #     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+/// #         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+/// #         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+/// #         let n = rest.len().min(15);
+/// #         buf[..n].copy_from_slice(&rest[..n]);
+/// #         n
+/// #     }
+/// #     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+/// #         of_core::decode::decode(&b[..n], rip).ok()
+/// #     }
+/// #     fn signal_pending(&mut self) -> bool {
+/// #         self.pending
+/// #     }
+/// # }
+/// use of_core::emulate::runahead::run;
+/// use of_core::RegisterFile;
+///
+/// let mut code = Vec::new();
+/// code.extend([0x48, 0xFF, 0x0C, 0x25, 0x08, 0x00, 0x00, 0x00]); // 0x1000: dec qword ptr [8]
+/// code.extend([0x75, 0xF6]); // 0x1008: jnz 0x1000 (rel8 = -10)
+/// code.extend([0x48, 0x8B, 0x04, 0x25, 0x00, 0x00, 0x10, 0x00]); // 0x100a: mov rax, [0x100000]
+/// let mut src = Buffer { base: 0x1000, code, pending: false };
+/// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+/// m.gpr[1] = 5; // rcx
+/// // Five decrements and five branches, then the load is left for the CPU.
+/// assert_eq!(run(&mut m, &mut src, 100), 10);
+/// assert_eq!((m.gpr[1], m.rip), (0, 0x100A));
+/// assert_ne!(m.rflags & 0x40, 0); // ZF from the last dec
+/// // `max` bounds the work.
+/// let mut m = RegisterFile { rip: 0x1000, ..RegisterFile::default() };
+/// m.gpr[1] = 5;
+/// assert_eq!(run(&mut m, &mut src, 3), 3);
+/// assert_eq!((m.gpr[1], m.rip), (3, 0x1008));
+/// ```
 pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
     m: &mut M,
     src: &mut S,

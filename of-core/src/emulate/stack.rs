@@ -14,6 +14,16 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 /// rflags bits `popf` may change at CPL 3 with IOPL 0: CF PF AF ZF SF TF DF OF NT AC ID
 /// (Intel SDM Vol. 2B, POPF, table 4-16). IF and IOPL are left alone.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::stack::POPF_WRITABLE;
+///
+/// let (tf, if_, df, iopl) = (1u64 << 8, 1 << 9, 1 << 10, 3 << 12);
+/// assert_eq!(POPF_WRITABLE & (tf | df), tf | df);
+/// assert_eq!(POPF_WRITABLE & (if_ | iopl), 0);
+/// ```
 pub const POPF_WRITABLE: u64 = 0x8D5 | (1 << 8) | (1 << 10) | (1 << 14) | (1 << 18) | (1 << 21);
 
 fn operand_value<M: Machine + ?Sized>(
@@ -36,6 +46,36 @@ fn operand_value<M: Machine + ?Sized>(
 ///
 /// # Errors
 /// Page faults on ordinary memory; [`EmulationError::Unsupported`] for forms not emulated.
+///
+/// # Examples
+///
+/// A stack inside the map: with rsp = 0x40 (r8's slot), `push qword ptr [8]` stores rcx into the
+/// 8 bytes below, rdi's slot:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::{operands::MapWrites, stack};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[4] = 0x40; // rsp
+/// m.gpr[1] = 0xC; // rcx
+/// // push qword ptr [8] (ff 34 25 08 00 00 00)
+/// let (instr, _) = decode(&[0xFF, 0x34, 0x25, 0x08, 0x00, 0x00, 0x00], 0x40_0000).unwrap();
+/// m.rip = instr.next_ip(); // as `emulate::execute` does before running a family
+/// let mut w = MapWrites::default();
+/// stack::execute(&mut m, &instr, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!(m.gpr[4], 0x38); // rsp - 8
+/// assert_eq!(m.gpr[7], 0xC); // rdi = the pushed rcx
+///
+/// // ret (c3) pops the return address from the map: [0x38] is rdi = 0xC.
+/// let (ret, _) = decode(&[0xC3], 0x40_0007).unwrap();
+/// m.rip = ret.next_ip();
+/// stack::execute(&mut m, &ret, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!((m.rip, m.gpr[4]), (0xC, 0x40));
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,

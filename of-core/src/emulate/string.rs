@@ -45,6 +45,29 @@ fn op_of(instr: &Instruction) -> Option<Op> {
 ///
 /// # Errors
 /// A page fault on ordinary memory; completed iterations stay visible and `rip` is `here`.
+///
+/// # Examples
+///
+/// `rep stosq` with rdi pointing into the map fills three register slots:
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::string;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 0xAB; // rax: the value stored
+/// m.gpr[1] = 3; // rcx: the count
+/// m.gpr[7] = 0x40; // rdi: r8's slot
+/// // rep stosq (f3 48 ab)
+/// let (instr, _) = decode(&[0xF3, 0x48, 0xAB], 0x40_0000).unwrap();
+/// m.rip = instr.next_ip(); // as `emulate::execute` does before running a family
+/// string::execute(&mut m, &instr, 0x40_0000).unwrap();
+/// assert_eq!(&m.gpr[8..11], &[0xAB, 0xAB, 0xAB]); // r8, r9, r10
+/// assert_eq!(m.gpr[11], 0); // r11 untouched
+/// assert_eq!((m.gpr[1], m.gpr[7]), (0, 0x58)); // rcx counted down, rdi advanced
+/// assert_eq!(m.rip, 0x40_0003); // retired
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,

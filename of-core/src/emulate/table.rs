@@ -5,6 +5,42 @@
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 /// How an instruction is emulated.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::table::{Kind, classify};
+///
+/// let kind = |bytes: &[u8]| classify(&decode(bytes, 0).unwrap().0);
+/// // mov qword ptr [0x10], rax (48 89 04 25 10 00 00 00)
+/// assert_eq!(kind(&[0x48, 0x89, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00]), Kind::Move);
+/// // cmp qword ptr [8], 1 (48 83 3c 25 08 00 00 00 01): reads its destination only
+/// assert_eq!(
+///     kind(&[0x48, 0x83, 0x3C, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01]),
+///     Kind::Host { writes: false }
+/// );
+/// // bts qword ptr [0], rcx (48 0f ab 0c 25 00 00 00 00)
+/// assert_eq!(
+///     kind(&[0x48, 0x0F, 0xAB, 0x0C, 0x25, 0x00, 0x00, 0x00, 0x00]),
+///     Kind::BitTestRegister { writes: true }
+/// );
+/// assert_eq!(kind(&[0xC3]), Kind::Stack); // ret
+/// assert_eq!(kind(&[0xF3, 0x48, 0xAB]), Kind::String); // rep stosq
+/// // cmpxchg16b xmmword ptr [0] (48 0f c7 0c 25 00 00 00 00)
+/// assert_eq!(
+///     kind(&[0x48, 0x0F, 0xC7, 0x0C, 0x25, 0x00, 0x00, 0x00, 0x00]),
+///     Kind::CompareExchangeWide
+/// );
+/// // lea rax, [8] (48 8d 04 25 08 00 00 00)
+/// assert_eq!(kind(&[0x48, 0x8D, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00]), Kind::NoAccess);
+/// // clflush byte ptr [0] (0f ae 3c 25 00 00 00 00)
+/// assert_eq!(kind(&[0x0F, 0xAE, 0x3C, 0x25, 0x00, 0x00, 0x00, 0x00]), Kind::CacheControl);
+/// // addps xmm0, xmmword ptr [0x100] (0f 58 04 25 00 01 00 00)
+/// assert_eq!(kind(&[0x0F, 0x58, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00]), Kind::VectorHost);
+/// // fld qword ptr [8] (dd 04 25 08 00 00 00)
+/// assert!(matches!(kind(&[0xDD, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00]), Kind::Unsupported(_)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Data movement done in Rust: mov, movzx, movsx, movsxd, movbe, xlat.
@@ -40,6 +76,24 @@ pub enum Kind {
 }
 
 /// Classifies `instr`.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::table::{Kind, classify};
+/// use of_core::emulate::vector::Move;
+///
+/// // movdqa xmm1, xmmword ptr [0x100] (66 0f 6f 0c 25 00 01 00 00): aligned vector load.
+/// let (i, _) = decode(&[0x66, 0x0F, 0x6F, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(classify(&i), Kind::Vector(Move::Full { aligned: true }));
+/// // mov word ptr [0], ds (8c 1c 25 00 00 00 00): segment selectors are not in the map.
+/// let (i, _) = decode(&[0x8C, 0x1C, 0x25, 0x00, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(classify(&i), Kind::Unsupported("segment selectors are not mapped"));
+/// // div qword ptr [8] (48 f7 34 25 08 00 00 00): the memory operand is a source.
+/// let (i, _) = decode(&[0x48, 0xF7, 0x34, 0x25, 0x08, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(classify(&i), Kind::Host { writes: false });
+/// ```
 pub fn classify(instr: &Instruction) -> Kind {
     use Mnemonic as M;
     let mem_op0 = instr.op_count() > 0 && instr.op0_kind() == OpKind::Memory;
@@ -233,6 +287,24 @@ fn segment_operand(instr: &Instruction) -> bool {
 }
 
 /// A short reason for the diagnostic line of an instruction that is not emulated.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::table::unsupported_reason;
+///
+/// let reason = |bytes: &[u8]| unsupported_reason(&decode(bytes, 0).unwrap().0);
+/// // fild dword ptr [8] (db 04 25 08 00 00 00)
+/// assert_eq!(reason(&[0xDB, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00]), "x87 memory operands are not mapped");
+/// // fxsave [0] (0f ae 04 25 00 00 00 00)
+/// assert_eq!(
+///     reason(&[0x0F, 0xAE, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00]),
+///     "processor state save areas are not mapped"
+/// );
+/// // paddb mm0, qword ptr [0] (0f fc 04 25 00 00 00 00)
+/// assert_eq!(reason(&[0x0F, 0xFC, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00]), "MMX registers are not mapped");
+/// ```
 pub fn unsupported_reason(instr: &Instruction) -> &'static str {
     let fpu = (0..instr.op_count())
         .any(|i| instr.op_kind(i) == OpKind::Register && instr.op_register(i).is_st());

@@ -18,6 +18,23 @@ use iced_x86::ConstantOffsets;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// How a vector data-movement instruction moves bytes.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::vector::{Move, classify};
+///
+/// let class = |bytes: &[u8]| classify(&decode(bytes, 0).unwrap().0);
+/// // movups xmm0, xmmword ptr [0x100] (0f 10 04 25 00 01 00 00)
+/// assert_eq!(class(&[0x0F, 0x10, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00]), Some(Move::Full { aligned: false }));
+/// // movq xmm0, qword ptr [8] (f3 0f 7e 04 25 08 00 00 00)
+/// assert_eq!(class(&[0xF3, 0x0F, 0x7E, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00]), Some(Move::Scalar));
+/// // stmxcsr dword ptr [0x10] (0f ae 1c 25 10 00 00 00)
+/// assert_eq!(class(&[0x0F, 0xAE, 0x1C, 0x25, 0x10, 0x00, 0x00, 0x00]), Some(Move::StoreMxcsr));
+/// // addps is arithmetic, not data movement.
+/// assert_eq!(class(&[0x0F, 0x58, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00]), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Move {
     /// Whole register ⇄ memory (16 or 32 bytes), `aligned` if it requires alignment.
@@ -60,6 +77,20 @@ pub enum Move {
 }
 
 /// The data-movement class of `instr`, if it is a vector move this module emulates.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::vector::{Move, classify};
+///
+/// // vmovdqa ymm0, ymmword ptr [0x100] (c5 fd 6f 04 25 00 01 00 00)
+/// let (i, _) = decode(&[0xC5, 0xFD, 0x6F, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(classify(&i), Some(Move::Full { aligned: true }));
+/// // mov rax, qword ptr [8] (48 8b 04 25 08 00 00 00) is not a vector move.
+/// let (i, _) = decode(&[0x48, 0x8B, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(classify(&i), None);
+/// ```
 pub fn classify(instr: &Instruction) -> Option<Move> {
     use Mnemonic as M;
     Some(match instr.mnemonic() {
@@ -194,6 +225,30 @@ fn load_u128<M: Machine + ?Sized>(m: &mut M, ea: u64, size: usize) -> Result<u12
 /// # Errors
 /// [`Exception::GeneralProtection`] for a misaligned aligned move; page faults on ordinary
 /// memory; [`EmulationError::Unsupported`] for operand shapes not handled.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::vector::{self, classify};
+/// use of_core::emulate::{EmulationError, Exception, operands::MapWrites};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[1] = 0x1122_3344_5566_7788; // rcx, map bytes 8..16
+/// m.xmm[0] = u128::MAX;
+/// let mut w = MapWrites::default();
+/// // movq xmm0, qword ptr [8] (f3 0f 7e 04 25 08 00 00 00): loads rcx, zeroes bits 64..128.
+/// let (i, _) = decode(&[0xF3, 0x0F, 0x7E, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00], 0).unwrap();
+/// vector::execute(&mut m, &i, classify(&i).unwrap(), &mut w).unwrap();
+/// assert_eq!(m.xmm[0], 0x1122_3344_5566_7788);
+/// // movdqa xmm1, xmmword ptr [0x108] (66 0f 6f 0c 25 08 01 00 00): not 16-byte aligned.
+/// let (i, _) = decode(&[0x66, 0x0F, 0x6F, 0x0C, 0x25, 0x08, 0x01, 0x00, 0x00], 0).unwrap();
+/// assert_eq!(
+///     vector::execute(&mut m, &i, classify(&i).unwrap(), &mut w),
+///     Err(EmulationError::Exception(Exception::GeneralProtection))
+/// );
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,
@@ -405,6 +460,16 @@ fn split(b: &[u8; 32]) -> (u128, u128) {
 
 /// MXCSR_MASK of this CPU (Intel SDM Vol. 1 §11.6.6): the MXCSR bits software may set, read
 /// once from an `fxsave` image; 0 there means the default 0xFFBF.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::vector::mxcsr_mask;
+///
+/// let mask = mxcsr_mask();
+/// assert_eq!(mask & 0xFFBF, 0xFFBF); // flags, masks, rounding control, FZ: always writable
+/// assert_eq!(mask >> 18, 0); // bits 18..32 are reserved everywhere
+/// ```
 pub fn mxcsr_mask() -> u32 {
     use core::sync::atomic::{AtomicU32, Ordering};
     static MASK: AtomicU32 = AtomicU32::new(0);
@@ -457,6 +522,21 @@ fn execute_mxcsr<M: Machine + ?Sized>(
 /// (`cvttsd2si rax, [m]`), names no other kind of register (MMX, x87, mask), and is not a
 /// gather (VSIB). A memory *destination* (operand 0) is allowed: the register form then writes
 /// the scratch register and its low bytes are stored (`vcvtps2ph [m], ymm, imm8`).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::vector::host_candidate;
+///
+/// let cand = |bytes: &[u8]| host_candidate(&decode(bytes, 0).unwrap().0);
+/// // addps xmm0, xmmword ptr [0x100] (0f 58 04 25 00 01 00 00)
+/// assert!(cand(&[0x0F, 0x58, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00]));
+/// // cvttsd2si rax, qword ptr [0x100] (f2 48 0f 2c 04 25 00 01 00 00): SSE on a GPR
+/// assert!(cand(&[0xF2, 0x48, 0x0F, 0x2C, 0x04, 0x25, 0x00, 0x01, 0x00, 0x00]));
+/// // add qword ptr [8], 1 is not a vector instruction.
+/// assert!(!cand(&[0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01]));
+/// ```
 pub fn host_candidate(instr: &Instruction) -> bool {
     use iced_x86::CpuidFeature as F;
     let mut vector = false;
@@ -579,6 +659,26 @@ const MXCSR_MM: u32 = 1 << 17;
 /// #GP for a misaligned legacy-SSE 16-byte operand; #XM for an unmasked SIMD floating-point
 /// exception (MXCSR's flags are then updated, as the CPU does); [`EmulationError::Unsupported`]
 /// if no register form exists.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::{operands::MapWrites, vector};
+/// use of_core::RegisterFile;
+///
+/// if !of_core::emulate::hostexec::vector_supported() {
+///     return;
+/// }
+/// let mut m = RegisterFile::default();
+/// m.gpr[1] = 1; // rcx = 1, map bytes 8..16
+/// // cvtsi2sd xmm0, qword ptr [8] (f2 48 0f 2a 04 25 08 00 00 00): xmm0[0..64] = 1.0
+/// let bytes = [0xF2, 0x48, 0x0F, 0x2A, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (i, offsets) = decode(&bytes, 0).unwrap();
+/// let mut w = MapWrites::default();
+/// vector::execute_host(&mut m, &i, &bytes, &offsets, &mut w).unwrap();
+/// assert_eq!(m.xmm[0] as u64, 1.0f64.to_bits());
+/// ```
 pub fn execute_host<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,

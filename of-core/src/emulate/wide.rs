@@ -16,6 +16,41 @@ const ZF: u64 = 1 << 6;
 /// # Errors
 /// [`Exception::GeneralProtection`] for a misaligned cmpxchg16b; page faults on ordinary
 /// memory.
+///
+/// # Examples
+///
+/// `cmpxchg16b xmmword ptr [0x40]` compares rdx:rax with the 16 map bytes at 0x40, which are r8
+/// (low half) and r9 (high half):
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::{operands::MapWrites, wide};
+/// use of_core::RegisterFile;
+///
+/// // cmpxchg16b xmmword ptr [0x40] (48 0f c7 0c 25 40 00 00 00)
+/// let bytes = [0x48, 0x0F, 0xC7, 0x0C, 0x25, 0x40, 0x00, 0x00, 0x00];
+/// let (instr, _) = decode(&bytes, 0).unwrap();
+/// let zf = 1 << 6;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[0] = 1; // rax == r8
+/// m.gpr[2] = 2; // rdx == r9
+/// m.gpr[8] = 1;
+/// m.gpr[9] = 2;
+/// m.gpr[3] = 3; // rbx
+/// m.gpr[1] = 4; // rcx
+/// let mut w = MapWrites::default();
+/// wide::execute(&mut m, &instr, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!((m.gpr[8], m.gpr[9]), (3, 4)); // equal: the operand gets rcx:rbx
+/// assert_eq!(m.rflags & zf, zf);
+///
+/// m.gpr[0] = 0; // now rax != r8 (3)
+/// wide::execute(&mut m, &instr, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!((m.gpr[0], m.gpr[2]), (3, 4)); // not equal: rdx:rax gets the operand
+/// assert_eq!(m.rflags & zf, 0);
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &iced_x86::Instruction,

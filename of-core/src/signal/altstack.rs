@@ -9,10 +9,35 @@
 
 /// The smallest alternate stack `of` accepts, in bytes: the kernel's signal frame (up to ~3 KiB
 /// with AVX-512 state) plus the handler's frames, with a wide margin.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::altstack::MIN_SIZE;
+///
+/// // Larger than the kernel's own minimum signal stack size.
+/// assert!(MIN_SIZE >= libc::MINSIGSTKSZ);
+/// ```
 pub const MIN_SIZE: usize = 64 * 1024;
 const GUARD: usize = 4096;
 
 /// An alternate stack installed by [`ensure`]; [`AltStack::release`] uninstalls and unmaps it.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::altstack;
+///
+/// std::thread::spawn(|| {
+///     let stack = altstack::ensure();
+///     // ... the thread runs, its faults are handled on the alternate stack ...
+///     if let Some(stack) = stack {
+///         stack.release(); // before the thread exits
+///     }
+/// })
+/// .join()
+/// .unwrap();
+/// ```
 #[derive(Debug)]
 pub struct AltStack {
     base: *mut libc::c_void,
@@ -23,6 +48,32 @@ pub struct AltStack {
 /// Makes sure the calling thread has an alternate signal stack of at least [`MIN_SIZE`] bytes.
 /// Returns the stack it installed, or `None` if the thread's current one is large enough, is in
 /// use (we are running on it), or mapping failed (the handler then runs on the thread's stack).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::altstack::{MIN_SIZE, ensure};
+///
+/// fn current() -> libc::stack_t {
+///     // SAFETY: sigaltstack with a null new stack only reads the current one.
+///     let mut st: libc::stack_t = unsafe { core::mem::zeroed() };
+///     assert_eq!(unsafe { libc::sigaltstack(core::ptr::null(), &mut st) }, 0);
+///     st
+/// }
+///
+/// let ours = ensure();
+/// let st = current();
+/// assert_eq!(st.ss_flags & libc::SS_DISABLE, 0);
+/// assert!(st.ss_size >= MIN_SIZE);
+/// // The thread now has a large enough stack: nothing more to install.
+/// assert!(ensure().is_none());
+/// if let Some(s) = ours {
+///     s.release();
+///     // The previous stack (std's smaller one, or none) is back.
+///     let st = current();
+///     assert!(st.ss_flags & libc::SS_DISABLE != 0 || st.ss_size < MIN_SIZE);
+/// }
+/// ```
 pub fn ensure() -> Option<AltStack> {
     // SAFETY: sigaltstack with a null new stack only reads the current one.
     let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
@@ -74,6 +125,25 @@ pub fn ensure() -> Option<AltStack> {
 impl AltStack {
     /// Restores the thread's previous alternate stack (if ours is still the current one) and
     /// unmaps ours. Must be called on the thread that installed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::altstack::ensure;
+    ///
+    /// // SAFETY (both calls): sigaltstack with a null new stack only reads the current one.
+    /// let mut before: libc::stack_t = unsafe { core::mem::zeroed() };
+    /// unsafe { libc::sigaltstack(core::ptr::null(), &mut before) };
+    /// if let Some(s) = ensure() {
+    ///     s.release();
+    ///     let mut after: libc::stack_t = unsafe { core::mem::zeroed() };
+    ///     unsafe { libc::sigaltstack(core::ptr::null(), &mut after) };
+    ///     assert_eq!(after.ss_flags & libc::SS_DISABLE, before.ss_flags & libc::SS_DISABLE);
+    ///     if before.ss_flags & libc::SS_DISABLE == 0 {
+    ///         assert_eq!((after.ss_sp, after.ss_size), (before.ss_sp, before.ss_size));
+    ///     }
+    /// }
+    /// ```
     pub fn release(self) {
         // SAFETY: reading the current alternate stack.
         let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };

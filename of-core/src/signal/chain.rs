@@ -6,6 +6,19 @@ use core::mem::MaybeUninit;
 
 /// Storage for the previous SIGSEGV and SIGBUS actions. Written once by the installing thread
 /// before the handler is published (Release), read by handlers after (Acquire).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::{chain::PREVIOUS, install};
+///
+/// // SAFETY: sigaction with a null new action only reads the current one.
+/// let mut before: libc::sigaction = unsafe { core::mem::zeroed() };
+/// unsafe { libc::sigaction(libc::SIGBUS, core::ptr::null(), &mut before) };
+/// install().unwrap();
+/// // What was installed before `of` (in a Rust program: std's stack-overflow handler).
+/// assert_eq!(PREVIOUS.get(libc::SIGBUS).sa_sigaction, before.sa_sigaction);
+/// ```
 pub struct Previous {
     segv: UnsafeCell<MaybeUninit<libc::sigaction>>,
     bus: UnsafeCell<MaybeUninit<libc::sigaction>>,
@@ -16,6 +29,15 @@ pub struct Previous {
 unsafe impl Sync for Previous {}
 
 /// The previous actions.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::chain::PREVIOUS;
+///
+/// // Before installation the slots hold SIG_DFL.
+/// assert!(PREVIOUS.is_default(libc::SIGSEGV));
+/// ```
 pub static PREVIOUS: Previous = Previous {
     segv: UnsafeCell::new(MaybeUninit::zeroed()),
     bus: UnsafeCell::new(MaybeUninit::zeroed()),
@@ -23,6 +45,18 @@ pub static PREVIOUS: Previous = Previous {
 
 impl Previous {
     /// Pointer to the slot for `sig` (SIGSEGV or SIGBUS).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::chain::PREVIOUS;
+    ///
+    /// let segv = PREVIOUS.slot(libc::SIGSEGV);
+    /// let bus = PREVIOUS.slot(libc::SIGBUS);
+    /// assert_ne!(segv, bus);
+    /// // SAFETY: the slots are valid for reads (nothing is installing concurrently).
+    /// assert_eq!(unsafe { (*bus).sa_sigaction }, PREVIOUS.get(libc::SIGBUS).sa_sigaction);
+    /// ```
     pub fn slot(&self, sig: libc::c_int) -> *mut libc::sigaction {
         if sig == libc::SIGBUS {
             self.bus.get().cast()
@@ -32,6 +66,19 @@ impl Previous {
     }
 
     /// A copy of the previous action for `sig`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::{chain::PREVIOUS, install};
+    ///
+    /// // SAFETY: sigaction with a null new action only reads the current one.
+    /// let mut before: libc::sigaction = unsafe { core::mem::zeroed() };
+    /// unsafe { libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut before) };
+    /// install().unwrap();
+    /// let prev = PREVIOUS.get(libc::SIGSEGV);
+    /// assert_eq!((prev.sa_sigaction, prev.sa_flags), (before.sa_sigaction, before.sa_flags));
+    /// ```
     pub fn get(&self, sig: libc::c_int) -> libc::sigaction {
         // SAFETY: the slot was zero-initialised (a valid sigaction: SIG_DFL, empty mask) and is
         // only written before installation completes.
@@ -40,6 +87,19 @@ impl Previous {
 
     /// Whether the previous action for `sig` is the default action (or ignore, which the
     /// kernel also overrides for a real fault).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::{chain::PREVIOUS, install};
+    ///
+    /// // SAFETY: sigaction with a null new action only reads the current one.
+    /// let mut before: libc::sigaction = unsafe { core::mem::zeroed() };
+    /// unsafe { libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut before) };
+    /// install().unwrap();
+    /// let default = before.sa_sigaction == libc::SIG_DFL || before.sa_sigaction == libc::SIG_IGN;
+    /// assert_eq!(PREVIOUS.is_default(libc::SIGSEGV), default);
+    /// ```
     pub fn is_default(&self, sig: libc::c_int) -> bool {
         let h = self.get(sig).sa_sigaction;
         h == libc::SIG_DFL || h == libc::SIG_IGN
@@ -47,6 +107,21 @@ impl Previous {
 }
 
 /// Whether the action now installed for `sig` is the default one.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::chain::{current_is_default, reset_default};
+///
+/// extern "C" fn ignore(_: libc::c_int) {}
+///
+/// assert!(current_is_default(libc::SIGUSR1));
+/// // SAFETY: installs a handler that does nothing, for a signal nothing sends.
+/// unsafe { libc::signal(libc::SIGUSR1, ignore as *const () as libc::sighandler_t) };
+/// assert!(!current_is_default(libc::SIGUSR1));
+/// reset_default(libc::SIGUSR1);
+/// assert!(current_is_default(libc::SIGUSR1));
+/// ```
 pub fn current_is_default(sig: libc::c_int) -> bool {
     // SAFETY: querying the current action into a zeroed sigaction; async-signal-safe.
     unsafe {
@@ -56,6 +131,18 @@ pub fn current_is_default(sig: libc::c_int) -> bool {
 }
 
 /// Restores the default action for `sig`.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::chain::{current_is_default, reset_default};
+///
+/// // SAFETY: ignoring a signal nothing sends.
+/// unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+/// assert!(!current_is_default(libc::SIGUSR2));
+/// reset_default(libc::SIGUSR2);
+/// assert!(current_is_default(libc::SIGUSR2));
+/// ```
 pub fn reset_default(sig: libc::c_int) {
     // SAFETY: a zeroed sigaction with SIG_DFL is valid; sigaction is async-signal-safe.
     unsafe {
@@ -76,6 +163,24 @@ pub fn reset_default(sig: libc::c_int) {
 ///
 /// # Safety
 /// `info` and `ctx` must be the handler's arguments for the current signal.
+///
+/// # Examples
+///
+/// Not run: it only makes sense inside a SIGSEGV/SIGBUS handler, with the kernel's arguments.
+/// A handler of one's own that keeps some faults and passes the rest on:
+///
+/// ```no_run
+/// use of_core::signal::chain;
+///
+/// extern "C" fn my_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+///     let mine = false; // decide from `info` and `ctx`
+///     if !mine {
+///         // SAFETY: our handler's own arguments, passed on unchanged.
+///         unsafe { chain::chain(sig, info, ctx) };
+///     }
+/// }
+/// # let _ = my_handler;
+/// ```
 pub unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let prev = PREVIOUS.get(sig);
     let h = prev.sa_sigaction;

@@ -36,6 +36,16 @@ static YMM_HI128_OFFSET: AtomicU32 = AtomicU32::new(0);
 
 /// Reads the XSAVE layout from CPUID (Intel SDM Vol. 1 §13.4.3). Called at installation, never
 /// from the handler (CPUID may trap to a hypervisor).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::context::{avx_enabled, probe_xsave};
+///
+/// probe_xsave();
+/// probe_xsave(); // idempotent
+/// assert_eq!(avx_enabled(), std::arch::is_x86_feature_detected!("avx"));
+/// ```
 pub fn probe_xsave() {
     probe();
     PROBED.store(true, Ordering::Release);
@@ -58,6 +68,15 @@ fn probe() {
 }
 
 /// Whether the OS enabled AVX state (found by [`probe_xsave`]).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::context::avx_enabled;
+///
+/// // The OS saves ymm state (XCR0) exactly when std's runtime detection reports AVX.
+/// assert_eq!(avx_enabled(), std::arch::is_x86_feature_detected!("avx"));
+/// ```
 pub fn avx_enabled() -> bool {
     if !PROBED.load(Ordering::Acquire) {
         probe_xsave();
@@ -79,6 +98,33 @@ const YMM_BIT: u64 = 1 << 2;
 
 /// A [`Machine`] over the `ucontext_t` a signal handler receives. Changes are written straight
 /// into the context, so they take effect when the handler returns (rt_sigreturn restores them).
+///
+/// # Examples
+///
+/// Emulation on a `ucontext_t`, as the handler does it (here a zeroed one built by hand):
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::signal::context::SignalContext;
+/// use of_core::{Machine, emulate};
+///
+/// // SAFETY: an all-zero ucontext_t is a valid value (fpregs is null: no xmm state).
+/// let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+/// uc.uc_mcontext.gregs[libc::REG_RCX as usize] = 41;
+/// uc.uc_mcontext.gregs[libc::REG_RIP as usize] = 0x40_0000;
+/// uc.uc_mcontext.gregs[libc::REG_EFL as usize] = 0x202;
+/// {
+///     let mut m = SignalContext::new(&mut uc);
+///     assert_eq!(m.gpr(1), 41); // encoding order: 1 is rcx
+///     // add qword ptr [8], 1 (48 83 04 25 08 00 00 00 01)
+///     let bytes = [0x48, 0x83, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00, 0x01];
+///     let (instr, offsets) = decode(&bytes, m.rip()).unwrap();
+///     emulate(&mut m, &instr, &bytes, &offsets, Some(8)).unwrap();
+/// }
+/// // The changes are in the context, for rt_sigreturn to restore.
+/// assert_eq!(uc.uc_mcontext.gregs[libc::REG_RCX as usize], 42);
+/// assert_eq!(uc.uc_mcontext.gregs[libc::REG_RIP as usize], 0x40_0009);
+/// ```
 pub struct SignalContext<'a> {
     uc: &'a mut libc::ucontext_t,
     fs_base: Cell<Option<u64>>,
@@ -87,6 +133,23 @@ pub struct SignalContext<'a> {
 
 impl<'a> SignalContext<'a> {
     /// Wraps the context of the current signal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::context::SignalContext;
+    /// use of_core::Machine;
+    ///
+    /// // SAFETY: an all-zero ucontext_t is a valid value.
+    /// let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+    /// uc.uc_mcontext.gregs[libc::REG_R9 as usize] = 9;
+    /// let mut m = SignalContext::new(&mut uc);
+    /// assert_eq!(m.gpr(9), 9);
+    /// m.set_gpr(4, 0x7FFF_F000); // rsp
+    /// assert_eq!(m.mxcsr(), 0x1F80); // no fpregs: the reset value
+    /// drop(m);
+    /// assert_eq!(uc.uc_mcontext.gregs[libc::REG_RSP as usize], 0x7FFF_F000);
+    /// ```
     pub fn new(uc: &'a mut libc::ucontext_t) -> Self {
         SignalContext {
             uc,
@@ -152,6 +215,20 @@ fn pid() -> libc::pid_t {
 
 /// Reads ordinary memory of this process without faulting: process_vm_readv(2) reports an
 /// inaccessible page as an error instead of raising SIGSEGV.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::MemoryFault;
+/// use of_core::signal::context::read_memory;
+///
+/// let data = [1u8, 2, 3, 4];
+/// let mut buf = [0u8; 4];
+/// read_memory(data.as_ptr() as u64, &mut buf).unwrap();
+/// assert_eq!(buf, data);
+/// // Page 0 is never mapped: an error, not a SIGSEGV.
+/// assert_eq!(read_memory(0x10, &mut buf), Err(MemoryFault { addr: 0x10, write: false }));
+/// ```
 pub fn read_memory(addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
     if buf.is_empty() {
         return Ok(());
@@ -178,6 +255,27 @@ pub fn read_memory(addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
 
 /// Writes ordinary memory of this process without faulting (process_vm_writev(2), which
 /// honours page protections).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::MemoryFault;
+/// use of_core::signal::context::write_memory;
+///
+/// let mut buf = [0u8; 4];
+/// write_memory(buf.as_mut_ptr() as u64, &[5, 6, 7, 8]).unwrap();
+/// assert_eq!(std::hint::black_box(buf), [5, 6, 7, 8]);
+/// // A read-only page is not written (and does not fault).
+/// // SAFETY: a fresh read-only anonymous page, unmapped at the end.
+/// let page = unsafe {
+///     libc::mmap(core::ptr::null_mut(), 4096, libc::PROT_READ,
+///                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+/// };
+/// assert_ne!(page, libc::MAP_FAILED);
+/// let at = page as u64;
+/// assert_eq!(write_memory(at, &[1]), Err(MemoryFault { addr: at, write: true }));
+/// unsafe { libc::munmap(page, 4096) };
+/// ```
 pub fn write_memory(addr: u64, data: &[u8]) -> Result<(), MemoryFault> {
     if data.is_empty() {
         return Ok(());

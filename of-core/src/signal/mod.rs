@@ -25,6 +25,20 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use report::codes;
 
 /// Why [`install`] failed.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::{InstallError, install};
+///
+/// match install() {
+///     Ok(()) => {}
+///     Err(e @ InstallError::Sigaction { .. }) => panic!("{e}"),
+///     Err(InstallError::ExecutableMemory) => panic!("no W+X memory: arithmetic needs it"),
+/// }
+/// let e = InstallError::Sigaction { signal: libc::SIGSEGV, errno: libc::EINVAL };
+/// assert_eq!(e.to_string(), format!("sigaction({}) failed with errno {}", libc::SIGSEGV, libc::EINVAL));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstallError {
     /// sigaction(2) failed for this signal, with this errno.
@@ -60,6 +74,38 @@ static mut INSTALL_ERROR: Option<InstallError> = None;
 ///
 /// # Errors
 /// [`InstallError`] if sigaction(2) or the executable-memory mapping fails.
+///
+/// # Examples
+///
+/// After installation an access to the map is emulated on the interrupted thread's registers.
+/// `add qword ptr [8], 1` adds 1 to rcx (bytes 8..16 of the map):
+///
+/// ```
+/// use of_core::signal;
+///
+/// signal::install().unwrap();
+/// signal::install().unwrap(); // idempotent
+/// let mut rcx: u64 = 41;
+/// // SAFETY: with the handler installed, the page-0 access is emulated: it changes only rcx
+/// // (declared inout) and the status flags (no preserves_flags).
+/// unsafe { core::arch::asm!("add qword ptr [8], 1", inout("rcx") rcx, options(nostack)) };
+/// assert_eq!(rcx, 42);
+///
+/// // A read of the rip slot gives the address of the next instruction.
+/// let (rip, next): (u64, u64);
+/// // SAFETY: as above; the lea computes the address of label 2, after the mov.
+/// unsafe {
+///     core::arch::asm!(
+///         "mov {r}, qword ptr [0x80]",
+///         "2:",
+///         "lea {n}, [rip + 2b]",
+///         r = out(reg) rip,
+///         n = out(reg) next,
+///         options(nostack),
+///     )
+/// };
+/// assert_eq!(rip, next);
+/// ```
 pub fn install() -> Result<(), InstallError> {
     loop {
         match STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
@@ -88,6 +134,16 @@ pub fn install() -> Result<(), InstallError> {
 }
 
 /// Whether the handler is installed.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::{install, installed};
+///
+/// assert!(!installed()); // each doctest is a fresh process
+/// install().unwrap();
+/// assert!(installed());
+/// ```
 pub fn installed() -> bool {
     STATE.load(Ordering::Acquire) == 2
 }
@@ -161,6 +217,24 @@ impl Note {
 ///
 /// # Safety
 /// Called by the kernel with a valid siginfo and ucontext for `sig`.
+///
+/// # Examples
+///
+/// [`install`] registers it for SIGSEGV and SIGBUS with `SA_SIGINFO | SA_ONSTACK`:
+///
+/// ```
+/// use of_core::signal::{handler, install};
+///
+/// install().unwrap();
+/// for sig in [libc::SIGSEGV, libc::SIGBUS] {
+///     // SAFETY: sigaction with a null new action only reads the current one.
+///     let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+///     assert_eq!(unsafe { libc::sigaction(sig, core::ptr::null(), &mut cur) }, 0);
+///     assert_eq!(cur.sa_sigaction, handler as *const () as usize);
+///     assert_ne!(cur.sa_flags & libc::SA_SIGINFO, 0);
+///     assert_ne!(cur.sa_flags & libc::SA_ONSTACK, 0);
+/// }
+/// ```
 pub unsafe extern "C" fn handler(
     sig: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -380,6 +454,15 @@ static FAULTS_EMULATED: AtomicU64 = AtomicU64::new(0);
 static RUNAHEAD_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Counters of the fault path, for benchmarks and tests.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::Stats;
+///
+/// let s = Stats::default();
+/// assert_eq!((s.faults_emulated, s.runahead_instructions), (0, 0));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Faults whose instruction was emulated.
@@ -389,6 +472,36 @@ pub struct Stats {
 }
 
 /// The counters since installation (process-wide, relaxed: exact once threads are quiet).
+///
+/// # Examples
+///
+/// Two map instructions in a row cost one fault: the second is emulated by run-ahead.
+///
+/// ```
+/// use of_core::signal::{self, stats};
+///
+/// signal::install().unwrap();
+/// signal::set_runahead(true);
+/// let before = stats();
+/// let mut rcx: u64 = 0;
+/// // SAFETY: both page-0 accesses are emulated and change only rcx and the status flags. The
+/// // alignment keeps both instructions in one page (run-ahead never leaves the faulting
+/// // instruction's page).
+/// unsafe {
+///     core::arch::asm!(
+///         ".p2align 5",
+///         "add qword ptr [8], 1",
+///         "add qword ptr [8], 1",
+///         inout("rcx") rcx,
+///         options(nostack),
+///     )
+/// };
+/// assert_eq!(rcx, 2);
+/// let after = stats();
+/// assert_eq!(after.faults_emulated, before.faults_emulated + 1);
+/// // The second `add`, and possibly register-only instructions after the asm block.
+/// assert!(after.runahead_instructions > before.runahead_instructions);
+/// ```
 pub fn stats() -> Stats {
     Stats {
         faults_emulated: FAULTS_EMULATED.load(Ordering::Relaxed),
@@ -397,14 +510,60 @@ pub fn stats() -> Stats {
 }
 
 /// The most instructions one fault may run ahead.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::RUNAHEAD_MAX;
+///
+/// // A bound, not a promise: run-ahead stops earlier at the first instruction it cannot do.
+/// assert!(RUNAHEAD_MAX >= 1);
+/// ```
 pub const RUNAHEAD_MAX: usize = 4096;
 
 /// Whether run-ahead emulation is on.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::{runahead_enabled, set_runahead};
+///
+/// set_runahead(false);
+/// assert!(!runahead_enabled());
+/// set_runahead(true);
+/// assert!(runahead_enabled());
+/// ```
 pub fn runahead_enabled() -> bool {
     RUNAHEAD.load(Ordering::Relaxed)
 }
 
 /// Turns run-ahead emulation on or off for the whole process (takes effect at the next fault).
+///
+/// # Examples
+///
+/// With run-ahead off, every map instruction faults on its own:
+///
+/// ```
+/// use of_core::signal::{self, set_runahead, stats};
+///
+/// signal::install().unwrap();
+/// set_runahead(false);
+/// let before = stats();
+/// let mut rcx: u64 = 0;
+/// // SAFETY: both page-0 accesses are emulated and change only rcx and the status flags.
+/// unsafe {
+///     core::arch::asm!(
+///         "add qword ptr [8], 1",
+///         "add qword ptr [8], 1",
+///         inout("rcx") rcx,
+///         options(nostack),
+///     )
+/// };
+/// assert_eq!(rcx, 2);
+/// let after = stats();
+/// assert_eq!(after.faults_emulated, before.faults_emulated + 2);
+/// assert_eq!(after.runahead_instructions, before.runahead_instructions);
+/// ```
 pub fn set_runahead(on: bool) {
     RUNAHEAD.store(on, Ordering::Relaxed);
 }

@@ -16,6 +16,45 @@ static FORMATTER_BUSY: AtomicBool = AtomicBool::new(false);
 
 /// Creates the Intel-syntax formatter and warms iced-x86's lazily built tables, so that the
 /// handler never allocates. Called once at installation, before the handler is published.
+///
+/// # Examples
+///
+/// (`capture`, hidden, runs a closure with standard error redirected to a pipe and returns
+/// what it wrote.)
+///
+/// ```
+/// # /// Runs `f` with standard error redirected to a pipe and returns what it wrote.
+/// # fn capture(f: impl FnOnce()) -> String {
+/// #     let mut fds = [0; 2];
+/// #     // SAFETY: pipe/dup/dup2/read/close on descriptors this function owns; the text is
+/// #     // shorter than a pipe's buffer.
+/// #     unsafe {
+/// #         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+/// #         let saved = libc::dup(2);
+/// #         libc::dup2(fds[1], 2);
+/// #         f();
+/// #         libc::dup2(saved, 2);
+/// #         libc::close(saved);
+/// #         libc::close(fds[1]);
+/// #         let mut buf = [0u8; 2048];
+/// #         let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+/// #         libc::close(fds[0]);
+/// #         String::from_utf8(buf[..n.max(0) as usize].to_vec()).unwrap()
+/// #     }
+/// # }
+/// use of_core::decode::decode;
+/// use of_core::signal::report::{cannot_emulate, prepare};
+///
+/// // fld qword ptr [8] (dd 04 25 08 00 00 00)
+/// let bytes = [0xDD, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, _) = decode(&bytes, 0x1000).unwrap();
+/// // Without the formatter, the instruction's text is left out rather than allocated for.
+/// let before = capture(|| cannot_emulate(&instr, &bytes, "why"));
+/// assert!(before.contains("`(instruction)`"), "{before}");
+/// prepare();
+/// let after = capture(|| cannot_emulate(&instr, &bytes, "why"));
+/// assert!(after.contains("qword ptr [8]`"), "{after}");
+/// ```
 pub fn prepare() {
     if FORMATTER_BUSY.swap(true, Ordering::Acquire) {
         return;
@@ -69,6 +108,50 @@ fn push_disassembly(line: &mut Line, instr: &Instruction) {
 }
 
 /// Prints ``of: cannot emulate `INSTR` (BYTES) at RIP: REASON``.
+///
+/// # Examples
+///
+/// (`capture`, hidden, runs a closure with standard error redirected to a pipe and returns
+/// what it wrote.)
+///
+/// ```
+/// # /// Runs `f` with standard error redirected to a pipe and returns what it wrote.
+/// # fn capture(f: impl FnOnce()) -> String {
+/// #     let mut fds = [0; 2];
+/// #     // SAFETY: pipe/dup/dup2/read/close on descriptors this function owns; the text is
+/// #     // shorter than a pipe's buffer.
+/// #     unsafe {
+/// #         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+/// #         let saved = libc::dup(2);
+/// #         libc::dup2(fds[1], 2);
+/// #         f();
+/// #         libc::dup2(saved, 2);
+/// #         libc::close(saved);
+/// #         libc::close(fds[1]);
+/// #         let mut buf = [0u8; 2048];
+/// #         let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+/// #         libc::close(fds[0]);
+/// #         String::from_utf8(buf[..n.max(0) as usize].to_vec()).unwrap()
+/// #     }
+/// # }
+/// use of_core::decode::decode;
+/// use of_core::signal::report::{cannot_emulate, prepare};
+///
+/// prepare();
+/// // fld qword ptr [8] (dd 04 25 08 00 00 00), the example line of SPEC §4.
+/// let bytes = [0xDD, 0x04, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (instr, _) = decode(&bytes, 0x55d0_c0a0_1234).unwrap();
+/// let line = capture(|| cannot_emulate(&instr, &bytes, "x87 memory operands are not mapped"));
+/// // iced-x86's Intel syntax may also name the implicit st(0) destination.
+/// assert!(line.starts_with("of: cannot emulate `fld "), "{line}");
+/// assert!(
+///     line.ends_with(
+///         "qword ptr [8]` (dd 04 25 08 00 00 00) at 0x55d0c0a01234: \
+///          x87 memory operands are not mapped\n"
+///     ),
+///     "{line}"
+/// );
+/// ```
 pub fn cannot_emulate(instr: &Instruction, bytes: &[u8], reason: &str) {
     let mut line = Line::default();
     line.push_str("of: cannot emulate `");
@@ -83,6 +166,51 @@ pub fn cannot_emulate(instr: &Instruction, bytes: &[u8], reason: &str) {
 }
 
 /// Prints ``of: SIZE-byte access at ADDR by `INSTR` at RIP is outside the register map …``.
+///
+/// # Examples
+///
+/// (`capture`, hidden, runs a closure with standard error redirected to a pipe and returns
+/// what it wrote.)
+///
+/// ```
+/// # /// Runs `f` with standard error redirected to a pipe and returns what it wrote.
+/// # fn capture(f: impl FnOnce()) -> String {
+/// #     let mut fds = [0; 2];
+/// #     // SAFETY: pipe/dup/dup2/read/close on descriptors this function owns; the text is
+/// #     // shorter than a pipe's buffer.
+/// #     unsafe {
+/// #         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+/// #         let saved = libc::dup(2);
+/// #         libc::dup2(fds[1], 2);
+/// #         f();
+/// #         libc::dup2(saved, 2);
+/// #         libc::close(saved);
+/// #         libc::close(fds[1]);
+/// #         let mut buf = [0u8; 2048];
+/// #         let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+/// #         libc::close(fds[0]);
+/// #         String::from_utf8(buf[..n.max(0) as usize].to_vec()).unwrap()
+/// #     }
+/// # }
+/// use of_core::decode::decode;
+/// use of_core::emulate::NotOurs;
+/// use of_core::signal::report::{outside_map, prepare};
+///
+/// prepare();
+/// // mov qword ptr [0xa0], rax (48 89 04 25 a0 00 00 00)
+/// let bytes = [0x48, 0x89, 0x04, 0x25, 0xA0, 0x00, 0x00, 0x00];
+/// let (instr, _) = decode(&bytes, 0x40_1000).unwrap();
+/// let why = NotOurs::OutsideMap { addr: 0xA0, size: 8 };
+/// let line = capture(|| outside_map(Some(&instr), 0xA0, 0x40_1000, Some(why)));
+/// assert_eq!(
+///     line,
+///     "of: 8-byte access at 0xa0 is outside the register map \
+///      (`mov qword ptr [0xa0], rax` at 0x401000); the map is 0x0..0xa0 and 0x100..0x204\n"
+/// );
+/// // Without a decoded instruction (the bytes could not be decoded).
+/// let line = capture(|| outside_map(None, 0x800, 0x40_1000, None));
+/// assert!(line.starts_with("of: access at 0x800 is outside the register map (instruction at 0x401000)"));
+/// ```
 pub fn outside_map(instr: Option<&Instruction>, fault_addr: u64, rip: u64, why: Option<NotOurs>) {
     let mut line = Line::default();
     line.push_str("of: ");
@@ -125,6 +253,41 @@ pub fn outside_map(instr: Option<&Instruction>, fault_addr: u64, rip: u64, why: 
 
 /// `of: jump to <rip> in page 0 …` for execution faults in page 0 (a call through a null
 /// function pointer).
+///
+/// # Examples
+///
+/// (`capture`, hidden, runs a closure with standard error redirected to a pipe and returns
+/// what it wrote.)
+///
+/// ```
+/// # /// Runs `f` with standard error redirected to a pipe and returns what it wrote.
+/// # fn capture(f: impl FnOnce()) -> String {
+/// #     let mut fds = [0; 2];
+/// #     // SAFETY: pipe/dup/dup2/read/close on descriptors this function owns; the text is
+/// #     // shorter than a pipe's buffer.
+/// #     unsafe {
+/// #         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+/// #         let saved = libc::dup(2);
+/// #         libc::dup2(fds[1], 2);
+/// #         f();
+/// #         libc::dup2(saved, 2);
+/// #         libc::close(saved);
+/// #         libc::close(fds[1]);
+/// #         let mut buf = [0u8; 2048];
+/// #         let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+/// #         libc::close(fds[0]);
+/// #         String::from_utf8(buf[..n.max(0) as usize].to_vec()).unwrap()
+/// #     }
+/// # }
+/// use of_core::signal::report::execute_in_page0;
+///
+/// let line = capture(|| execute_in_page0(0x10));
+/// assert_eq!(
+///     line,
+///     "of: execution at 0x10 in page 0 is not a register access \
+///      (a call through a null function pointer?)\n"
+/// );
+/// ```
 pub fn execute_in_page0(rip: u64) {
     let mut line = Line::default();
     line.push_str("of: execution at ");
@@ -138,6 +301,32 @@ pub fn execute_in_page0(rip: u64) {
 static SI_ADDR_OFFSET: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Finds `SI_ADDR_OFFSET` (called at installation).
+///
+/// # Examples
+///
+/// Once the offset is known, a raised page fault carries its address in `si_addr`:
+///
+/// ```
+/// use of_core::emulate::Exception;
+/// use of_core::signal::report::{find_si_addr_offset, raise};
+///
+/// find_si_addr_offset();
+/// // SAFETY: blocking SIGSEGV for this thread, then taking the queued (not faulted) signal with
+/// // sigtimedwait; the ucontext is a zeroed value only used for its signal mask.
+/// unsafe {
+///     let mut set: libc::sigset_t = core::mem::zeroed();
+///     libc::sigemptyset(&mut set);
+///     libc::sigaddset(&mut set, libc::SIGSEGV);
+///     libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+///     let mut uc: libc::ucontext_t = core::mem::zeroed();
+///     raise(&mut uc, Exception::PageFault { addr: 0x1234_5000, write: true }, 0x40_1000);
+///     let mut info: libc::siginfo_t = core::mem::zeroed();
+///     let timeout = libc::timespec { tv_sec: 5, tv_nsec: 0 };
+///     assert_eq!(libc::sigtimedwait(&set, &mut info, &timeout), libc::SIGSEGV);
+///     assert_eq!(info.si_code, 1); // SEGV_MAPERR
+///     assert_eq!(info.si_addr() as u64, 0x1234_5000);
+/// }
+/// ```
 pub fn find_si_addr_offset() {
     let size = core::mem::size_of::<libc::siginfo_t>();
     let mut off = 8;
@@ -195,6 +384,26 @@ pub mod codes {
 
     /// The SIGFPE si_code Linux gives a SIMD exception with these MXCSR flags
     /// (arch/x86/kernel/fpu/core.c, fpu__exception_code).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::report::codes::simd_code;
+    ///
+    /// // Linux's FPE_* codes (uapi/asm-generic/siginfo.h); the first flag in this order wins:
+    /// // IE (bit 0), ZE (bit 2), OE (bit 3), UE (bit 4) or DE (bit 1), then PE (bit 5).
+    /// const FPE_FLTDIV: i32 = 3;
+    /// const FPE_FLTOVF: i32 = 4;
+    /// const FPE_FLTUND: i32 = 5;
+    /// const FPE_FLTRES: i32 = 6;
+    /// const FPE_FLTINV: i32 = 7;
+    /// assert_eq!(simd_code(0x01 | 0x20), FPE_FLTINV);
+    /// assert_eq!(simd_code(0x04), FPE_FLTDIV);
+    /// assert_eq!(simd_code(0x08 | 0x20), FPE_FLTOVF);
+    /// assert_eq!(simd_code(0x10), FPE_FLTUND);
+    /// assert_eq!(simd_code(0x02), FPE_FLTUND);
+    /// assert_eq!(simd_code(0x20), FPE_FLTRES);
+    /// ```
     pub fn simd_code(flags: u32) -> libc::c_int {
         if flags & 0x01 != 0 {
             7 // FPE_FLTINV
@@ -214,6 +423,35 @@ pub mod codes {
 /// #DE as SIGFPE/FPE_INTDIV at `rip`, #GP as SIGSEGV/SI_KERNEL with si_addr 0, #PF as
 /// SIGSEGV/SEGV_MAPERR at the address. The signal is unblocked in the interrupted context
 /// (`uc_sigmask`), as the kernel's force_sig does, and an ignored SIGFPE is reset to default.
+///
+/// # Examples
+///
+/// A divide error becomes SIGFPE with FPE_INTDIV at the instruction, unblocked in the
+/// interrupted context:
+///
+/// ```
+/// use of_core::emulate::Exception;
+/// use of_core::signal::report::{codes, find_si_addr_offset, raise};
+///
+/// find_si_addr_offset(); // done by `install`
+/// // SAFETY: SIGFPE is blocked for this thread so the queued signal waits for sigtimedwait; the
+/// // ucontext is a zeroed value standing for the interrupted thread's.
+/// unsafe {
+///     let mut set: libc::sigset_t = core::mem::zeroed();
+///     libc::sigemptyset(&mut set);
+///     libc::sigaddset(&mut set, libc::SIGFPE);
+///     libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+///     let mut uc: libc::ucontext_t = core::mem::zeroed();
+///     libc::sigaddset(&mut uc.uc_sigmask, libc::SIGFPE);
+///     raise(&mut uc, Exception::DivideError, 0x40_1000);
+///     assert_eq!(libc::sigismember(&uc.uc_sigmask, libc::SIGFPE), 0);
+///     let mut info: libc::siginfo_t = core::mem::zeroed();
+///     let timeout = libc::timespec { tv_sec: 5, tv_nsec: 0 };
+///     assert_eq!(libc::sigtimedwait(&set, &mut info, &timeout), libc::SIGFPE);
+///     assert_eq!(info.si_code, codes::FPE_INTDIV);
+///     assert_eq!(info.si_addr() as u64, 0x40_1000);
+/// }
+/// ```
 pub fn raise(uc: &mut libc::ucontext_t, e: Exception, rip: u64) {
     let (sig, code, addr) = match e {
         Exception::DivideError => (libc::SIGFPE, codes::FPE_INTDIV, rip),

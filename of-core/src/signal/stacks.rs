@@ -18,6 +18,27 @@ static BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static FREE: AtomicU64 = AtomicU64::new(0);
 
 /// Maps the pool (idempotent; at installation, never from the handler).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::stacks::{SIZE, init, run_on_pool_stack};
+///
+/// extern "C" fn where_am_i(out: *mut u8) {
+///     let local = 0u8;
+///     // SAFETY: `out` points to the caller's u64.
+///     unsafe { *out.cast::<u64>() = &local as *const u8 as u64 };
+/// }
+///
+/// init();
+/// init(); // idempotent
+/// let mut there = 0u64;
+/// let here = &there as *const u64 as u64;
+/// // SAFETY: `where_am_i` writes through its argument, a live u64, and does not unwind.
+/// unsafe { run_on_pool_stack(where_am_i, (&mut there as *mut u64).cast()) };
+/// // It ran on a pool stack, far from this one.
+/// assert!(here.abs_diff(there) > SIZE as u64);
+/// ```
 pub fn init() {
     if !BASE.load(Ordering::Acquire).is_null() {
         return;
@@ -61,6 +82,26 @@ pub fn init() {
 ///
 /// # Safety
 /// `f` must be safe to call with `arg` and must not unwind.
+///
+/// # Examples
+///
+/// Without [`init`] there is no pool, and `f` runs on the current stack:
+///
+/// ```
+/// use of_core::signal::stacks::run_on_pool_stack;
+///
+/// extern "C" fn depth(out: *mut u8) {
+///     let local = 0u8;
+///     // SAFETY: `out` points to the caller's u64.
+///     unsafe { *out.cast::<u64>() = &local as *const u8 as u64 };
+/// }
+///
+/// let mut there = 0u64;
+/// let here = &there as *const u64 as u64;
+/// // SAFETY: `depth` writes through its argument, a live u64, and does not unwind.
+/// unsafe { run_on_pool_stack(depth, (&mut there as *mut u64).cast()) };
+/// assert!(here.abs_diff(there) < 4096);
+/// ```
 pub unsafe fn run_on_pool_stack(f: unsafe extern "C" fn(*mut u8), arg: *mut u8) {
     let base = BASE.load(Ordering::Acquire);
     let mut claimed = None;
