@@ -60,6 +60,7 @@
 
 extern crate alloc;
 
+pub mod cpu;
 pub mod decode;
 pub mod diag;
 pub mod emulate;

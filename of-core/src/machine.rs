@@ -320,6 +320,127 @@ pub trait Machine {
     fn set_ymm_high(&mut self, n: usize, value: u128) {
         let _ = (n, value);
     }
+    /// Bits 256..512 of zmm register `n` (0..16), 32 little-endian bytes; zero when the state
+    /// is in its initial configuration or AVX-512 is absent (XSAVE component ZMM_Hi256, Intel
+    /// SDM Vol. 1 §13.2).
+    ///
+    /// # Examples
+    ///
+    /// A VEX write zeroes its destination above its width, up to bit 511 (Intel SDM Vol. 1
+    /// §15.5); a legacy-SSE write keeps those bits:
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::{Machine, RegisterFile, emulate};
+    ///
+    /// let run = |m: &mut RegisterFile, bytes: &[u8]| {
+    ///     let (instr, offsets) = decode(bytes, m.rip).unwrap();
+    ///     emulate(m, &instr, bytes, &offsets, Some(0x100)).unwrap();
+    /// };
+    /// let mut m = RegisterFile { rip: 0x40_0000, ..RegisterFile::default() };
+    /// m.zmm_hi256[1] = [0xAB; 32];
+    /// // movdqu xmm1, xmmword ptr [0x100] (f3 0f 6f 0c 25 00 01 00 00): legacy SSE.
+    /// run(&mut m, &[0xF3, 0x0F, 0x6F, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00]);
+    /// assert_eq!(m.zmm_hi256(1), [0xAB; 32]);
+    /// // vmovdqu xmm1, xmmword ptr [0x100] (c5 fa 6f 0c 25 00 01 00 00): VEX.128.
+    /// run(&mut m, &[0xC5, 0xFA, 0x6F, 0x0C, 0x25, 0x00, 0x01, 0x00, 0x00]);
+    /// assert_eq!(m.zmm_hi256(1), [0; 32]);
+    /// ```
+    fn zmm_hi256(&self, n: usize) -> [u8; 32] {
+        let _ = n;
+        [0; 32]
+    }
+    /// Sets bits 256..512 of zmm register `n` (0..16).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_zmm_hi256(15, [7; 32]);
+    /// assert_eq!(m.zmm_hi256[15], [7; 32]);
+    /// ```
+    fn set_zmm_hi256(&mut self, n: usize, value: [u8; 32]) {
+        let _ = (n, value);
+    }
+    /// All 512 bits of zmm register `16 + n` (`n` in 0..16), 64 little-endian bytes; zero when
+    /// the state is in its initial configuration or AVX-512 is absent (XSAVE component
+    /// Hi16_ZMM).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::machine::{Machine, RegisterFile, read_zmm};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.hi16_zmm[0][63] = 0x80; // the top byte of zmm16
+    /// assert_eq!(m.hi16_zmm(0)[63], 0x80);
+    /// assert_eq!(read_zmm(&m, 16)[63], 0x80);
+    /// ```
+    fn hi16_zmm(&self, n: usize) -> [u8; 64] {
+        let _ = n;
+        [0; 64]
+    }
+    /// Sets zmm register `16 + n` (`n` in 0..16).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_hi16_zmm(15, [1; 64]); // zmm31
+    /// assert_eq!(m.hi16_zmm[15], [1; 64]);
+    /// ```
+    fn set_hi16_zmm(&mut self, n: usize, value: [u8; 64]) {
+        let _ = (n, value);
+    }
+    /// Opmask register k`n` (`n` in 0..8), 64 bits; zero when the state is in its initial
+    /// configuration or AVX-512 is absent (XSAVE component opmask).
+    ///
+    /// # Examples
+    ///
+    /// A masked EVEX load writes only the elements whose mask bit is set (merge masking):
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::machine::{Machine, RegisterFile, read_zmm};
+    /// use of_core::emulate;
+    ///
+    /// let mut m = RegisterFile { rip: 0x40_0000, ..RegisterFile::default() };
+    /// m.gpr[0] = 0x1111_1111_2222_2222; // rax: map bytes 0..8
+    /// m.xmm[3] = u128::MAX;
+    /// m.opmask[1] = 0b10; // select dword element 1 only
+    /// // vmovdqu32 xmm3{k1}, xmmword ptr [0] (62 f1 7e 09 6f 1c 25 00 00 00 00)
+    /// let bytes = [0x62, 0xF1, 0x7E, 0x09, 0x6F, 0x1C, 0x25, 0x00, 0x00, 0x00, 0x00];
+    /// let (instr, offsets) = decode(&bytes, m.rip).unwrap();
+    /// if of_core::cpu::get().supports(&instr) {
+    ///     emulate(&mut m, &instr, &bytes, &offsets, Some(4)).unwrap();
+    ///     assert_eq!(m.opmask(1), 0b10);
+    ///     // Element 1 is rax's high dword; the others keep xmm3's bits.
+    ///     assert_eq!(m.xmm[3], (u128::MAX & !(0xFFFF_FFFFu128 << 32)) | (0x1111_1111u128 << 32));
+    ///     assert_eq!(read_zmm(&m, 3)[16..], [0; 48]); // EVEX.128 zeroes bits 128..512
+    /// }
+    /// ```
+    fn opmask(&self, n: usize) -> u64 {
+        let _ = n;
+        0
+    }
+    /// Sets opmask register k`n` (`n` in 0..8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// let mut m = RegisterFile::default();
+    /// m.set_opmask(7, u64::MAX);
+    /// assert_eq!(m.opmask[7], u64::MAX);
+    /// ```
+    fn set_opmask(&mut self, n: usize, value: u64) {
+        let _ = (n, value);
+    }
     /// The MXCSR register.
     ///
     /// # Examples
@@ -496,6 +617,80 @@ pub fn write_reg<M: Machine + ?Sized>(m: &mut M, reg: Register, value: u64) -> b
     }
 }
 
+/// All 512 bits of vector register `n` (0..32), 64 little-endian bytes, assembled from
+/// [`Machine::xmm`], [`Machine::ymm_high`], [`Machine::zmm_hi256`] and [`Machine::hi16_zmm`].
+///
+/// # Examples
+///
+/// ```
+/// use of_core::machine::{RegisterFile, read_zmm};
+///
+/// let mut m = RegisterFile::default();
+/// m.xmm[2] = 1;
+/// m.ymm_high[2] = 2;
+/// m.zmm_hi256[2][0] = 3;
+/// let z = read_zmm(&m, 2);
+/// assert_eq!((z[0], z[16], z[32]), (1, 2, 3));
+/// m.hi16_zmm[4] = [9; 64];
+/// assert_eq!(read_zmm(&m, 20), [9; 64]);
+/// ```
+pub fn read_zmm<M: Machine + ?Sized>(m: &M, n: usize) -> [u8; 64] {
+    let n = n & 31;
+    if n >= 16 {
+        return m.hi16_zmm(n - 16);
+    }
+    let mut z = [0u8; 64];
+    z[..16].copy_from_slice(&m.xmm(n).to_le_bytes());
+    z[16..32].copy_from_slice(&m.ymm_high(n).to_le_bytes());
+    z[32..].copy_from_slice(&m.zmm_hi256(n));
+    z
+}
+
+/// Writes all 512 bits of vector register `n` (0..32), calling only the setters whose part
+/// changed (so a state component in its initial configuration stays there when its bits do not
+/// change).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::machine::{RegisterFile, read_zmm, write_zmm};
+///
+/// let mut m = RegisterFile::default();
+/// let mut z = [0u8; 64];
+/// z[0] = 0x11; // xmm part
+/// z[40] = 0x22; // bits 256..512
+/// write_zmm(&mut m, 5, &z);
+/// assert_eq!((m.xmm[5], m.ymm_high[5], m.zmm_hi256[5][8]), (0x11, 0, 0x22));
+/// write_zmm(&mut m, 31, &[0xFF; 64]);
+/// assert_eq!(read_zmm(&m, 31), [0xFF; 64]);
+/// ```
+pub fn write_zmm<M: Machine + ?Sized>(m: &mut M, n: usize, z: &[u8; 64]) {
+    let n = n & 31;
+    if n >= 16 {
+        if m.hi16_zmm(n - 16) != *z {
+            m.set_hi16_zmm(n - 16, *z);
+        }
+        return;
+    }
+    let part = |r: core::ops::Range<usize>| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&z[r]);
+        u128::from_le_bytes(b)
+    };
+    let (lo, hi) = (part(0..16), part(16..32));
+    if m.xmm(n) != lo {
+        m.set_xmm(n, lo);
+    }
+    if m.ymm_high(n) != hi {
+        m.set_ymm_high(n, hi);
+    }
+    let mut top = [0u8; 32];
+    top.copy_from_slice(&z[32..]);
+    if m.zmm_hi256(n) != top {
+        m.set_zmm_hi256(n, top);
+    }
+}
+
 /// The encoding number (0..16) and size in bytes of a general-purpose register view, or `None`
 /// for anything else (ah/ch/dh/bh included: they are not the low bits of their register).
 ///
@@ -584,6 +779,12 @@ pub struct RegisterFile {
     pub xmm: [u128; 16],
     /// Bits 128..256 of ymm0..ymm15.
     pub ymm_high: [u128; 16],
+    /// Bits 256..512 of zmm0..zmm15 (little-endian bytes).
+    pub zmm_hi256: [[u8; 32]; 16],
+    /// zmm16..zmm31, all 512 bits each (little-endian bytes).
+    pub hi16_zmm: [[u8; 64]; 16],
+    /// Opmask registers k0..k7.
+    pub opmask: [u64; 8],
     /// MXCSR.
     pub mxcsr: u32,
     /// Base address of [`RegisterFile::memory`].
@@ -603,6 +804,9 @@ impl Default for RegisterFile {
             gs_base: 0,
             xmm: [0; 16],
             ymm_high: [0; 16],
+            zmm_hi256: [[0; 32]; 16],
+            hi16_zmm: [[0; 64]; 16],
+            opmask: [0; 8],
             mxcsr: 0x1F80,
             memory_base: 0x10_0000,
             memory: [0; 256],
@@ -673,13 +877,31 @@ impl Machine for RegisterFile {
     fn set_ymm_high(&mut self, n: usize, value: u128) {
         self.ymm_high[n & 15] = value;
     }
+    fn zmm_hi256(&self, n: usize) -> [u8; 32] {
+        self.zmm_hi256[n & 15]
+    }
+    fn set_zmm_hi256(&mut self, n: usize, value: [u8; 32]) {
+        self.zmm_hi256[n & 15] = value;
+    }
+    fn hi16_zmm(&self, n: usize) -> [u8; 64] {
+        self.hi16_zmm[n & 15]
+    }
+    fn set_hi16_zmm(&mut self, n: usize, value: [u8; 64]) {
+        self.hi16_zmm[n & 15] = value;
+    }
+    fn opmask(&self, n: usize) -> u64 {
+        self.opmask[n & 7]
+    }
+    fn set_opmask(&mut self, n: usize, value: u64) {
+        self.opmask[n & 7] = value;
+    }
     fn mxcsr(&self) -> u32 {
         self.mxcsr
     }
     fn set_mxcsr(&mut self, value: u32) {
         // Reserved bits are those clear in the CPU's MXCSR_MASK (0x2FFFF on AMD, with the
         // misaligned-SSE bit 17; 0xFFFF on Intel).
-        self.mxcsr = value & crate::emulate::vector::mxcsr_mask();
+        self.mxcsr = value & crate::cpu::mxcsr_mask();
     }
     fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
         let r = self

@@ -126,7 +126,7 @@ struct State {
 }
 
 fn mxcsr_mask() -> u32 {
-    of_core::emulate::vector::mxcsr_mask()
+    of_core::cpu::mxcsr_mask()
 }
 
 fn random_state(r: &mut Rng, rsp: u64) -> State {

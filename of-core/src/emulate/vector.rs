@@ -192,12 +192,23 @@ fn ymm<M: Machine + ?Sized>(m: &M, n: usize) -> [u128; 2] {
     [m.xmm(n), m.ymm_high(n)]
 }
 
-/// Writes an xmm destination: bits 0..128 = `low`; bits 128..256 are zeroed for VEX encodings
-/// and kept for legacy SSE.
+/// Writes an xmm destination: bits 0..128 = `low`; bits 128..512 are zeroed for VEX encodings
+/// and kept for legacy SSE (Intel SDM Vol. 1 §14.1.3, §15.5).
 fn set_xmm_dest<M: Machine + ?Sized>(m: &mut M, n: usize, low: u128, vex: bool) {
     m.set_xmm(n, low);
     if vex && m.ymm_high(n) != 0 {
         m.set_ymm_high(n, 0);
+    }
+    if vex {
+        clear_above_256(m, n);
+    }
+}
+
+/// A VEX write of a ymm (or xmm) destination zeroes bits 256..512 of the zmm register on
+/// processors with AVX-512 (Intel SDM Vol. 1 §15.5).
+fn clear_above_256<M: Machine + ?Sized>(m: &mut M, n: usize) {
+    if m.zmm_hi256(n) != [0; 32] {
+        m.set_zmm_hi256(n, [0; 32]);
     }
 }
 
@@ -298,6 +309,7 @@ pub fn execute<M: Machine + ?Sized>(
                     let hi = load_u128(m, ea + 16, 16)?;
                     m.set_xmm(n, lo);
                     m.set_ymm_high(n, hi);
+                    clear_above_256(m, n);
                 } else {
                     set_xmm_dest(m, n, lo, vex);
                 }
@@ -341,6 +353,7 @@ pub fn execute<M: Machine + ?Sized>(
             let v = replicate(e, size, total);
             m.set_xmm(n, v[0]);
             m.set_ymm_high(n, if wide { v[1] } else { 0 });
+            clear_above_256(m, n);
             Ok(())
         }
         Move::Duplicate64 => {
@@ -376,6 +389,7 @@ pub fn execute<M: Machine + ?Sized>(
             y[(instr.immediate8() & 1) as usize] = v;
             m.set_xmm(n, y[0]);
             m.set_ymm_high(n, y[1]);
+            clear_above_256(m, n);
             Ok(())
         }
         Move::Extract128 => {
@@ -434,6 +448,7 @@ pub fn execute<M: Machine + ?Sized>(
                 if m.ymm_high(n) != hi {
                     m.set_ymm_high(n, hi);
                 }
+                clear_above_256(m, n);
                 Ok(())
             }
         }
@@ -458,43 +473,6 @@ fn split(b: &[u8; 32]) -> (u128, u128) {
     (u128::from_le_bytes(lo), u128::from_le_bytes(hi))
 }
 
-/// MXCSR_MASK of this CPU (Intel SDM Vol. 1 §11.6.6): the MXCSR bits software may set, read
-/// once from an `fxsave` image; 0 there means the default 0xFFBF.
-///
-/// # Examples
-///
-/// ```
-/// use of_core::emulate::vector::mxcsr_mask;
-///
-/// let mask = mxcsr_mask();
-/// assert_eq!(mask & 0xFFBF, 0xFFBF); // flags, masks, rounding control, FZ: always writable
-/// assert_eq!(mask >> 18, 0); // bits 18..32 are reserved everywhere
-/// ```
-pub fn mxcsr_mask() -> u32 {
-    use core::sync::atomic::{AtomicU32, Ordering};
-    static MASK: AtomicU32 = AtomicU32::new(0);
-    let cached = MASK.load(Ordering::Relaxed);
-    if cached != 0 {
-        return cached;
-    }
-    #[repr(C, align(16))]
-    struct Area([u8; 512]);
-    let mut area = Area([0; 512]);
-    // SAFETY: fxsave64 writes exactly 512 bytes to a 16-byte aligned buffer we own; it changes
-    // no register.
-    unsafe {
-        core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags));
-    }
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&area.0[28..32]);
-    let mask = match u32::from_le_bytes(b) {
-        0 => 0xFFBF,
-        v => v,
-    };
-    MASK.store(mask, Ordering::Relaxed);
-    mask
-}
-
 /// ldmxcsr/stmxcsr on map bytes.
 fn execute_mxcsr<M: Machine + ?Sized>(
     m: &mut M,
@@ -507,7 +485,7 @@ fn execute_mxcsr<M: Machine + ?Sized>(
     let ea = operands::effective_address(m, instr, mem).ok_or(bad)?;
     if load {
         let v = operands::load_value(m, ea, 4)? as u32;
-        if v & !mxcsr_mask() != 0 {
+        if v & !crate::cpu::mxcsr_mask() != 0 {
             return Err(EmulationError::Exception(Exception::GeneralProtection));
         }
         m.set_mxcsr(v);
@@ -593,24 +571,8 @@ fn unaligned_ok(instr: &Instruction) -> bool {
         | M::Sha1msg2
         | M::Sha256rnds2
         | M::Sha256msg1
-        | M::Sha256msg2 => is_amd(),
+        | M::Sha256msg2 => crate::cpu::is_amd(),
         _ => false,
-    }
-}
-
-/// Whether the CPU vendor is AMD (CPUID leaf 0: "AuthenticAMD"), read once.
-fn is_amd() -> bool {
-    use core::sync::atomic::{AtomicU8, Ordering};
-    static VENDOR: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 AMD, 2 other
-    match VENDOR.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let l0 = core::arch::x86_64::__cpuid(0);
-            let amd = l0.ebx == 0x6874_7541 && l0.edx == 0x6974_6E65 && l0.ecx == 0x444D_4163;
-            VENDOR.store(if amd { 1 } else { 2 }, Ordering::Relaxed);
-            amd
-        }
     }
 }
 
@@ -702,7 +664,7 @@ pub fn execute_host<M: Machine + ?Sized>(
         return Err(EmulationError::Exception(Exception::GeneralProtection));
     }
     let form = hostexec::vector_register_form(instr, raw, offsets)?;
-    let mut operand = [0u8; 32];
+    let mut operand = [0u8; 64];
     if mem != 0 {
         operands::load(m, ea, &mut operand[..size])?;
     }

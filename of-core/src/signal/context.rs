@@ -4,7 +4,6 @@
 
 use crate::machine::{Machine, MemoryFault};
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 /// `gregs` index of each general-purpose register, in encoding order (rax, rcx, …, r15).
 const GREG_OF: [libc::c_int; 16] = [
@@ -30,62 +29,6 @@ const GREG_OF: [libc::c_int; 16] = [
 const ARCH_GET_FS: libc::c_int = 0x1003;
 const ARCH_GET_GS: libc::c_int = 0x1004;
 
-/// Offset of the YMM_Hi128 component in the standard-format XSAVE area, from CPUID leaf 0xD
-/// sub-leaf 2 (EBX); 0 when AVX state is not available. Read once by [`probe_xsave`].
-static YMM_HI128_OFFSET: AtomicU32 = AtomicU32::new(0);
-
-/// Reads the XSAVE layout from CPUID (Intel SDM Vol. 1 §13.4.3). Called at installation, never
-/// from the handler (CPUID may trap to a hypervisor).
-///
-/// # Examples
-///
-/// ```
-/// use of_core::signal::context::{avx_enabled, probe_xsave};
-///
-/// probe_xsave();
-/// probe_xsave(); // idempotent
-/// assert_eq!(avx_enabled(), std::arch::is_x86_feature_detected!("avx"));
-/// ```
-pub fn probe_xsave() {
-    probe();
-    PROBED.store(true, Ordering::Release);
-}
-
-fn probe() {
-    let max = core::arch::x86_64::__cpuid(0).eax;
-    if max < 0xD {
-        return;
-    }
-    let l1 = core::arch::x86_64::__cpuid_count(1, 0);
-    let osxsave_avx = (l1.ecx >> 27) & 1 == 1 && (l1.ecx >> 28) & 1 == 1;
-    if !osxsave_avx {
-        return;
-    }
-    let ymm = core::arch::x86_64::__cpuid_count(0xD, 2);
-    if ymm.eax == 256 {
-        YMM_HI128_OFFSET.store(ymm.ebx, Ordering::Relaxed);
-    }
-}
-
-/// Whether the OS enabled AVX state (found by [`probe_xsave`]).
-///
-/// # Examples
-///
-/// ```
-/// use of_core::signal::context::avx_enabled;
-///
-/// // The OS saves ymm state (XCR0) exactly when std's runtime detection reports AVX.
-/// assert_eq!(avx_enabled(), std::arch::is_x86_feature_detected!("avx"));
-/// ```
-pub fn avx_enabled() -> bool {
-    if !PROBED.load(Ordering::Acquire) {
-        probe_xsave();
-    }
-    YMM_HI128_OFFSET.load(Ordering::Relaxed) != 0
-}
-
-static PROBED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// FP_XSTATE_MAGIC1 (arch/x86/include/uapi/asm/sigcontext.h): the signal frame's FXSAVE area is
 /// followed by an XSAVE header and extended state.
 const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
@@ -93,8 +36,8 @@ const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 const SW_BYTES: usize = 464;
 /// Offset of the XSAVE header's XSTATE_BV (just after the 512-byte legacy area).
 const XSTATE_BV: usize = 512;
-/// XSTATE_BV bit of the YMM_Hi128 component.
-const YMM_BIT: u64 = 1 << 2;
+/// Offset of `xstate_size` in `struct _fpx_sw_bytes`: the bytes of XSAVE state in the frame.
+const SW_XSTATE_SIZE: usize = SW_BYTES + 16;
 
 /// A [`Machine`] over the `ucontext_t` a signal handler receives. Changes are written straight
 /// into the context, so they take effect when the handler returns (rt_sigreturn restores them).
@@ -169,28 +112,76 @@ impl<'a> SignalContext<'a> {
         unsafe { self.uc.uc_mcontext.fpregs.as_mut() }
     }
 
-    /// Pointer to the YMM_Hi128 area of the frame's XSAVE state, with its XSTATE_BV word, if
-    /// the frame has one.
-    fn ymm_area(&self) -> Option<(*mut u8, *mut u64)> {
-        let off = YMM_HI128_OFFSET.load(Ordering::Relaxed) as usize;
+    /// XSAVE state component `i` (see [`crate::cpu`]) in the frame: a pointer to its bytes,
+    /// a pointer to the XSAVE header's XSTATE_BV word, and its size. `None` when the frame has
+    /// no XSAVE state, the kernel did not save that component, or the OS does not enable it.
+    fn component(&self, i: usize) -> Option<(*mut u8, *mut u64, usize)> {
+        let c = crate::cpu::get().component(i)?;
         let fp = self.uc.uc_mcontext.fpregs.cast::<u8>();
-        if off == 0 || fp.is_null() {
+        if fp.is_null() {
             return None;
         }
-        // SAFETY: the kernel's FXSAVE area is 512 bytes; bytes 464..468 are magic1 and
-        // 472..480 the frame's xfeatures (`struct _fpx_sw_bytes`).
-        let (magic, features) = unsafe {
+        // SAFETY: the kernel's FXSAVE area is 512 bytes; bytes 464..468 are magic1, 472..480
+        // the frame's xfeatures and 480..484 its xstate_size (`struct _fpx_sw_bytes`).
+        let (magic, features, size) = unsafe {
             (
                 core::ptr::read_unaligned(fp.add(SW_BYTES).cast::<u32>()),
                 core::ptr::read_unaligned(fp.add(SW_BYTES + 8).cast::<u64>()),
+                core::ptr::read_unaligned(fp.add(SW_XSTATE_SIZE).cast::<u32>()),
             )
         };
-        if magic != FP_XSTATE_MAGIC1 || features & YMM_BIT == 0 {
+        let end = c.offset as usize + c.size as usize;
+        if magic != FP_XSTATE_MAGIC1 || features & (1 << i) == 0 || (size as usize) < end {
             return None;
         }
         // SAFETY: magic1 says the XSAVE header and the components in `features` follow in
-        // standard format, as the kernel's signal frame uses.
-        unsafe { Some((fp.add(off), fp.add(XSTATE_BV).cast::<u64>())) }
+        // standard format (the kernel's signal frame uses it), `size` bytes in all.
+        unsafe {
+            Some((
+                fp.add(c.offset as usize),
+                fp.add(XSTATE_BV).cast::<u64>(),
+                c.size as usize,
+            ))
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `at` of component `i`; zeros when the component is in its
+    /// initial configuration (XSTATE_BV bit clear) or absent.
+    fn read_component(&self, i: usize, at: usize, buf: &mut [u8]) {
+        buf.fill(0);
+        let Some((area, bv, size)) = self.component(i) else {
+            return;
+        };
+        if at + buf.len() > size {
+            return;
+        }
+        // SAFETY: `component` checked the frame holds the component's `size` bytes.
+        unsafe {
+            if core::ptr::read_unaligned(bv) & (1 << i) != 0 {
+                core::ptr::copy_nonoverlapping(area.add(at), buf.as_mut_ptr(), buf.len());
+            }
+        }
+    }
+
+    /// Writes `data` at `at` of component `i`. A component in its initial configuration has
+    /// no meaningful bytes in the frame: it is zeroed first and its XSTATE_BV bit set, so
+    /// XRSTOR on sigreturn loads it (Intel SDM Vol. 1 §13.8).
+    fn write_component(&mut self, i: usize, at: usize, data: &[u8]) {
+        let Some((area, bv, size)) = self.component(i) else {
+            return;
+        };
+        if at + data.len() > size {
+            return;
+        }
+        // SAFETY: as in `read_component`; we hold the only reference to the context.
+        unsafe {
+            let state = core::ptr::read_unaligned(bv);
+            if state & (1 << i) == 0 {
+                core::ptr::write_bytes(area, 0, size);
+                core::ptr::write_unaligned(bv, state | (1 << i));
+            }
+            core::ptr::copy_nonoverlapping(data.as_ptr(), area.add(at), data.len());
+        }
     }
 
     /// The segment base the thread had when interrupted: the handler runs on the same thread
@@ -341,31 +332,36 @@ impl Machine for SignalContext<'_> {
         }
     }
     fn ymm_high(&self, n: usize) -> u128 {
-        let Some((area, bv)) = self.ymm_area() else {
-            return 0;
-        };
-        // SAFETY: `ymm_area` checked the frame holds XSAVE state with the YMM component.
-        unsafe {
-            if core::ptr::read_unaligned(bv) & YMM_BIT == 0 {
-                return 0; // initial configuration: upper halves are zero
-            }
-            core::ptr::read_unaligned(area.add(16 * (n & 15)).cast::<u128>())
-        }
+        let mut b = [0u8; 16];
+        self.read_component(crate::cpu::YMM_HI128, 16 * (n & 15), &mut b);
+        u128::from_le_bytes(b)
     }
     fn set_ymm_high(&mut self, n: usize, value: u128) {
-        let Some((area, bv)) = self.ymm_area() else {
-            return;
-        };
-        // SAFETY: as in `ymm_high`; when the component was in its initial configuration its
-        // bytes are not meaningful, so all sixteen upper halves are zeroed before setting one.
-        unsafe {
-            let state = core::ptr::read_unaligned(bv);
-            if state & YMM_BIT == 0 {
-                core::ptr::write_bytes(area, 0, 256);
-                core::ptr::write_unaligned(bv, state | YMM_BIT);
-            }
-            core::ptr::write_unaligned(area.add(16 * (n & 15)).cast::<u128>(), value);
-        }
+        self.write_component(crate::cpu::YMM_HI128, 16 * (n & 15), &value.to_le_bytes());
+    }
+    fn zmm_hi256(&self, n: usize) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        self.read_component(crate::cpu::ZMM_HI256, 32 * (n & 15), &mut b);
+        b
+    }
+    fn set_zmm_hi256(&mut self, n: usize, value: [u8; 32]) {
+        self.write_component(crate::cpu::ZMM_HI256, 32 * (n & 15), &value);
+    }
+    fn hi16_zmm(&self, n: usize) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        self.read_component(crate::cpu::HI16_ZMM, 64 * (n & 15), &mut b);
+        b
+    }
+    fn set_hi16_zmm(&mut self, n: usize, value: [u8; 64]) {
+        self.write_component(crate::cpu::HI16_ZMM, 64 * (n & 15), &value);
+    }
+    fn opmask(&self, n: usize) -> u64 {
+        let mut b = [0u8; 8];
+        self.read_component(crate::cpu::OPMASK, 8 * (n & 7), &mut b);
+        u64::from_le_bytes(b)
+    }
+    fn set_opmask(&mut self, n: usize, value: u64) {
+        self.write_component(crate::cpu::OPMASK, 8 * (n & 7), &value.to_le_bytes());
     }
     fn mxcsr(&self) -> u32 {
         self.fpstate().map_or(0x1F80, |fp| fp.mxcsr)

@@ -160,7 +160,8 @@ fn install_now() -> Result<(), InstallError> {
     }
     report::prepare();
     stacks::init();
-    context::probe_xsave();
+    // CPU features and the XSAVE layout, read now so the handler finds them ready.
+    let _ = crate::cpu::get();
     report::find_si_addr_offset();
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask, and the
