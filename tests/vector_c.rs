@@ -128,7 +128,9 @@ fn check(opt: &str) {
         let vector_load = candidates.iter().find(|i| {
             i.op_count() == 2
                 && i.op0_kind() == iced_x86::OpKind::Register
-                && (i.op0_register().is_ymm() || i.op0_register().is_xmm())
+                && (i.op0_register().is_zmm()
+                    || i.op0_register().is_ymm()
+                    || i.op0_register().is_xmm())
                 && i.op1_kind() == iced_x86::OpKind::Memory
         });
         assert!(

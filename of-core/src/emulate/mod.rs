@@ -194,8 +194,8 @@ pub enum EmulationError {
 /// use of_core::emulate::operands::Access;
 /// use of_core::emulate::{EmulationError, NotOurs, check_ownership};
 ///
-/// let read = |addr, size| Access { addr, size, write: false };
-/// let write = |addr, size| Access { addr, size, write: true };
+/// let read = |addr, size| Access::new(addr, size, false);
+/// let write = |addr, size| Access::new(addr, size, true);
 ///
 /// // An 8-byte read of rcx (0x8..0x10) that covers the fault at 0xc.
 /// assert_eq!(check_ownership(&[read(8, 8)], Some(0xC)), Ok(()));
@@ -226,25 +226,23 @@ pub enum EmulationError {
 pub fn check_ownership(accesses: &[Access], fault_addr: Option<u64>) -> Result<(), EmulationError> {
     let mut touches = false;
     let mut covered = fault_addr.is_none();
+    // A masked access (AVX-512) is checked on the bytes it touches: masked-off elements are
+    // not accessed, as on hardware.
     for a in accesses {
-        if !map::touches_page0(a.addr, a.size) {
-            continue;
-        }
-        touches = true;
-        if let Some(f) = fault_addr {
-            covered |= a.covers(f);
-        }
-        if !map::is_mapped(a.addr, a.size) {
-            return Err(EmulationError::NotOurs(NotOurs::OutsideMap {
-                addr: a.addr,
-                size: a.size,
-            }));
-        }
-        if a.write && !map::is_writable(a.addr, a.size) {
-            return Err(EmulationError::NotOurs(NotOurs::ReadOnly {
-                addr: a.addr,
-                size: a.size,
-            }));
+        for (addr, size) in a.runs() {
+            if !map::touches_page0(addr, size) {
+                continue;
+            }
+            touches = true;
+            if let Some(f) = fault_addr {
+                covered |= f.wrapping_sub(addr) < size;
+            }
+            if !map::is_mapped(addr, size) {
+                return Err(EmulationError::NotOurs(NotOurs::OutsideMap { addr, size }));
+            }
+            if a.write && !map::is_writable(addr, size) {
+                return Err(EmulationError::NotOurs(NotOurs::ReadOnly { addr, size }));
+            }
         }
     }
     if touches && covered {
@@ -390,6 +388,8 @@ pub fn execute<M: Machine + ?Sized>(
         Kind::CacheControl => Ok(()),
         Kind::Vector(mv) => vector::execute(m, instr, mv, &mut writes),
         Kind::VectorHost => vector::execute_host(m, instr, raw, offsets, &mut writes),
+        Kind::EvexMove(mv) => vector::evex::execute(m, instr, mv, &mut writes),
+        Kind::EvexHost => vector::evex::execute_host(m, instr, raw, offsets, &mut writes),
         Kind::Unsupported(reason) => Err(EmulationError::Unsupported(reason)),
     };
     match r {

@@ -7,16 +7,22 @@ use crate::machine::{Machine, read_reg, write_reg};
 use crate::map;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
-/// One memory access: `size` bytes at `addr`.
+/// One memory access: `size` bytes at `addr`, of which the bytes selected by `selected` are
+/// touched (an AVX-512 masked access touches only the elements its opmask selects: Intel SDM
+/// Vol. 1 §15.6.1, memory fault suppression).
 ///
 /// # Examples
 ///
 /// ```
 /// use of_core::emulate::operands::Access;
 ///
-/// let rcx = Access { addr: 8, size: 8, write: true };
+/// let rcx = Access::new(8, 8, true);
 /// assert!(rcx.covers(8) && rcx.covers(15));
 /// assert!(!rcx.covers(7) && !rcx.covers(16));
+/// // Dwords 0 and 2 of a 16-byte access at 0x100 (a masked vmovdqu32 with k = 0b0101).
+/// let masked = Access::masked(0x100, 16, false, 0x0F0F);
+/// assert!(masked.covers(0x100) && !masked.covers(0x104) && masked.covers(0x108));
+/// assert_eq!(masked.runs().collect::<Vec<_>>(), [(0x100, 4), (0x108, 4)]);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {
@@ -26,25 +32,118 @@ pub struct Access {
     pub size: u64,
     /// Whether the access writes.
     pub write: bool,
+    /// Bit `b` set: byte `b` of the access is touched. Bytes from 64 on are always touched
+    /// (only accesses of at most 64 bytes are masked).
+    pub selected: u64,
 }
 
 impl Access {
-    /// Whether `addr` lies inside this access.
+    /// An access touching all its bytes.
     ///
     /// # Examples
     ///
     /// ```
     /// use of_core::emulate::operands::Access;
     ///
-    /// let a = Access { addr: 0x1FC, size: 8, write: false }; // xmm15's top + mxcsr
+    /// let a = Access::new(0x10, 8, false);
+    /// assert_eq!((a.addr, a.size, a.write, a.selected), (0x10, 8, false, u64::MAX));
+    /// ```
+    pub const fn new(addr: u64, size: u64, write: bool) -> Access {
+        Access {
+            addr,
+            size,
+            write,
+            selected: u64::MAX,
+        }
+    }
+
+    /// An access of at most 64 bytes touching the bytes set in `selected`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::Access;
+    ///
+    /// let none = Access::masked(0x100, 64, true, 0);
+    /// assert!(!none.covers(0x100) && none.runs().next().is_none());
+    /// ```
+    pub const fn masked(addr: u64, size: u64, write: bool, selected: u64) -> Access {
+        Access {
+            addr,
+            size,
+            write,
+            selected,
+        }
+    }
+
+    /// Whether byte `off` of the access is touched.
+    fn touches(&self, off: u64) -> bool {
+        off < self.size && (off >= 64 || self.selected >> off & 1 == 1)
+    }
+
+    /// Whether `addr` lies inside this access and is touched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::Access;
+    ///
+    /// let a = Access::new(0x1FC, 8, false); // xmm15's top + mxcsr
     /// assert!(a.covers(0x200));
     /// assert!(!a.covers(0x204));
     /// // An access that wraps around the address space still covers its bytes.
-    /// let w = Access { addr: u64::MAX - 1, size: 4, write: false };
+    /// let w = Access::new(u64::MAX - 1, 4, false);
     /// assert!(w.covers(u64::MAX) && w.covers(1) && !w.covers(2));
     /// ```
     pub fn covers(&self, addr: u64) -> bool {
-        addr.wrapping_sub(self.addr) < self.size
+        self.touches(addr.wrapping_sub(self.addr))
+    }
+
+    /// The touched bytes as maximal runs `(first address, length)`, in address order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::emulate::operands::Access;
+    ///
+    /// assert_eq!(Access::new(8, 100, false).runs().collect::<Vec<_>>(), [(8, 100)]);
+    /// let a = Access::masked(0, 8, false, 0b1011_0011);
+    /// assert_eq!(a.runs().collect::<Vec<_>>(), [(0, 2), (4, 2), (7, 1)]);
+    /// ```
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut off = 0u64;
+        core::iter::from_fn(move || {
+            if off >= self.size {
+                return None;
+            }
+            if self.selected == u64::MAX || off >= 64 {
+                let start = off;
+                off = self.size;
+                return Some((self.addr.wrapping_add(start), self.size - start));
+            }
+            let rest = self.selected >> off; // off < 64
+            let start = if rest == 0 {
+                64 // nothing selected below byte 64; bytes from 64 on are touched
+            } else {
+                off + u64::from(rest.trailing_zeros())
+            };
+            if start >= self.size {
+                off = self.size;
+                return None;
+            }
+            let end = if start >= 64 {
+                self.size
+            } else {
+                let ones = u64::from((self.selected >> start).trailing_ones());
+                if start + ones >= 64 {
+                    self.size
+                } else {
+                    (start + ones).min(self.size)
+                }
+            };
+            off = end;
+            Some((self.addr.wrapping_add(start), end - start))
+        })
     }
 }
 
@@ -67,8 +166,8 @@ impl Access {
 /// assert_eq!(
 ///     acc.as_slice(),
 ///     &[
-///         Access { addr: 0x10, size: 8, write: false },
-///         Access { addr: 0x18, size: 8, write: true },
+///         Access::new(0x10, 8, false),
+///         Access::new(0x18, 8, true),
 ///     ]
 /// );
 /// ```
@@ -300,8 +399,8 @@ pub fn bit_string_displacement<M: Machine + ?Sized>(m: &M, instr: &Instruction) 
 /// assert_eq!(
 ///     acc.as_slice(),
 ///     &[
-///         Access { addr: 8, size: 8, write: false },
-///         Access { addr: 0x38, size: 8, write: true },
+///         Access::new(8, 8, false),
+///         Access::new(0x38, 8, true),
 ///     ]
 /// );
 /// // lea rax, [8] (48 8d 04 25 08 00 00 00) names memory but does not access it.
@@ -324,49 +423,21 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
             let src_seg = seg(instr.memory_segment());
             match instr.mnemonic() {
                 Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => {
-                    acc.push(Access {
-                        addr: rdi,
-                        size: n,
-                        write: true,
-                    })
+                    acc.push(Access::new(rdi, n, true))
                 }
                 Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq => {
-                    acc.push(Access {
-                        addr: src_seg.wrapping_add(rsi),
-                        size: n,
-                        write: false,
-                    })
+                    acc.push(Access::new(src_seg.wrapping_add(rsi), n, false))
                 }
                 Mnemonic::Scasb | Mnemonic::Scasw | Mnemonic::Scasd | Mnemonic::Scasq => {
-                    acc.push(Access {
-                        addr: rdi,
-                        size: n,
-                        write: false,
-                    })
+                    acc.push(Access::new(rdi, n, false))
                 }
                 Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd | Mnemonic::Cmpsq => {
-                    acc.push(Access {
-                        addr: src_seg.wrapping_add(rsi),
-                        size: n,
-                        write: false,
-                    });
-                    acc.push(Access {
-                        addr: rdi,
-                        size: n,
-                        write: false,
-                    });
+                    acc.push(Access::new(src_seg.wrapping_add(rsi), n, false));
+                    acc.push(Access::new(rdi, n, false));
                 }
                 _ => {
-                    acc.push(Access {
-                        addr: src_seg.wrapping_add(rsi),
-                        size: n,
-                        write: false,
-                    });
-                    acc.push(Access {
-                        addr: rdi,
-                        size: n,
-                        write: true,
-                    });
+                    acc.push(Access::new(src_seg.wrapping_add(rsi), n, false));
+                    acc.push(Access::new(rdi, n, true));
                 }
             }
         }
@@ -374,75 +445,52 @@ pub fn accesses<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> 
         Kind::BitTestRegister { writes } => {
             if let Some((_, ea, size)) = explicit {
                 let addr = ea.wrapping_add(bit_string_displacement(m, instr));
-                acc.push(Access {
-                    addr,
-                    size,
-                    write: writes,
-                });
+                acc.push(Access::new(addr, size, writes));
             }
         }
         Kind::Host { writes } => {
             if let Some((_, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: writes,
-                });
+                acc.push(Access::new(ea, size, writes));
             }
         }
         Kind::Move => {
             if let Some((op, ea, size)) = explicit {
                 let write = op == 0 && instr.mnemonic() != Mnemonic::Xlatb;
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write,
-                });
+                acc.push(Access::new(ea, size, write));
             }
         }
         Kind::CompareExchangeWide => {
             if let Some((_, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: true,
-                });
+                acc.push(Access::new(ea, size, true));
             }
         }
         Kind::VectorHost => {
             if let Some((op, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: op == 0,
-                });
+                acc.push(Access::new(ea, size, op == 0));
             }
         }
         Kind::Vector(mv) => {
             if let Some((op, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
+                acc.push(Access::new(
+                    ea,
                     size,
-                    write: op == 0 && mv != super::vector::Move::LoadMxcsr,
-                });
+                    op == 0 && mv != super::vector::Move::LoadMxcsr,
+                ));
+            }
+        }
+        Kind::EvexMove(_) | Kind::EvexHost => {
+            if let Some((_, ea, _)) = explicit {
+                acc.push(super::vector::evex::access(m, instr, ea));
             }
         }
         Kind::CacheControl => {
             if let Some((_, ea, _)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size: 1,
-                    write: false,
-                });
+                acc.push(Access::new(ea, 1, false));
             }
         }
         Kind::Unsupported(_) => {
             if let Some((op, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size: size.max(1),
-                    write: op == 0,
-                });
+                acc.push(Access::new(ea, size.max(1), op == 0));
             }
         }
     }
@@ -460,26 +508,14 @@ fn stack_accesses<M: Machine + ?Sized>(
     match instr.mnemonic() {
         Mnemonic::Push | Mnemonic::Pushf | Mnemonic::Pushfq | Mnemonic::Call => {
             if let Some((_, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: false,
-                });
+                acc.push(Access::new(ea, size, false));
             }
             let n = (-inc) as u64;
-            acc.push(Access {
-                addr: rsp.wrapping_sub(n),
-                size: n,
-                write: true,
-            });
+            acc.push(Access::new(rsp.wrapping_sub(n), n, true));
         }
         Mnemonic::Pop | Mnemonic::Popf | Mnemonic::Popfq => {
             let n = inc as u64;
-            acc.push(Access {
-                addr: rsp,
-                size: n,
-                write: false,
-            });
+            acc.push(Access::new(rsp, n, false));
             if let Some((_, ea, size)) = explicit {
                 // pop computes a destination address that uses rsp after the increment.
                 let ea = if instr.memory_base() == Register::RSP {
@@ -487,25 +523,13 @@ fn stack_accesses<M: Machine + ?Sized>(
                 } else {
                     ea
                 };
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: true,
-                });
+                acc.push(Access::new(ea, size, true));
             }
         }
-        Mnemonic::Ret => acc.push(Access {
-            addr: rsp,
-            size: 8,
-            write: false,
-        }),
+        Mnemonic::Ret => acc.push(Access::new(rsp, 8, false)),
         Mnemonic::Jmp => {
             if let Some((_, ea, size)) = explicit {
-                acc.push(Access {
-                    addr: ea,
-                    size,
-                    write: false,
-                });
+                acc.push(Access::new(ea, size, false));
             }
         }
         Mnemonic::Leave => {
@@ -515,11 +539,7 @@ fn stack_accesses<M: Machine + ?Sized>(
                 8
             };
             let rbp = m.gpr(5);
-            acc.push(Access {
-                addr: rbp,
-                size: n,
-                write: false,
-            });
+            acc.push(Access::new(rbp, n, false));
         }
         Mnemonic::Enter => {
             let n = if instr.code() == iced_x86::Code::Enterw_imm16_imm8 {
@@ -529,29 +549,21 @@ fn stack_accesses<M: Machine + ?Sized>(
             };
             let level = u64::from(instr.immediate8_2nd() % 32);
             let total = n * if level == 0 { 1 } else { level + 1 };
-            acc.push(Access {
-                addr: rsp.wrapping_sub(total),
-                size: total,
-                write: true,
-            });
+            acc.push(Access::new(rsp.wrapping_sub(total), total, true));
             if level > 1 {
                 let rbp = m.gpr(5);
                 let m_ = n * (level - 1);
-                acc.push(Access {
-                    addr: rbp.wrapping_sub(m_),
-                    size: m_,
-                    write: false,
-                });
+                acc.push(Access::new(rbp.wrapping_sub(m_), m_, false));
             }
             // The CPU write-checks the final rsp before pushing (seen on AMD: #PF there, with
             // SEGV_ACCERR on a read-only page), so that address can be the fault address.
             let alloc = u64::from(instr.immediate16());
             if alloc != 0 {
-                acc.push(Access {
-                    addr: rsp.wrapping_sub(total).wrapping_sub(alloc),
-                    size: 1,
-                    write: true,
-                });
+                acc.push(Access::new(
+                    rsp.wrapping_sub(total).wrapping_sub(alloc),
+                    1,
+                    true,
+                ));
             }
         }
         _ => {}
@@ -654,12 +666,25 @@ pub fn load_value<M: Machine + ?Sized>(
 /// w.apply(&mut m); // the map write comes last and wins
 /// assert_eq!(m.gpr[0], 5);
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct MapWrites {
     addr: [u64; 4],
     len: [u8; 4],
-    data: [[u8; 32]; 4],
+    selected: [u64; 4],
+    data: [[u8; 64]; 4],
     n: usize,
+}
+
+impl Default for MapWrites {
+    fn default() -> Self {
+        MapWrites {
+            addr: [0; 4],
+            len: [0; 4],
+            selected: [0; 4],
+            data: [[0; 64]; 4],
+            n: 0,
+        }
+    }
 }
 
 impl MapWrites {
@@ -684,14 +709,17 @@ impl MapWrites {
     /// ```
     pub fn apply<M: Machine + ?Sized>(&mut self, m: &mut M) {
         for i in 0..self.n {
-            let len = self.len[i] as usize;
-            map::write(m, self.addr[i], &self.data[i][..len]);
+            let a = Access::masked(self.addr[i], u64::from(self.len[i]), true, self.selected[i]);
+            for (addr, len) in a.runs() {
+                let off = addr.wrapping_sub(self.addr[i]) as usize;
+                map::write(m, addr, &self.data[i][off..off + len as usize]);
+            }
         }
         self.n = 0;
     }
 }
 
-/// Writes `data` (at most 32 bytes) at `addr`: ordinary memory is written now (so a fault there
+/// Writes `data` (at most 64 bytes) at `addr`: ordinary memory is written now (so a fault there
 /// leaves the registers untouched); map bytes are queued in `w`.
 ///
 /// # Errors
@@ -728,31 +756,108 @@ pub fn store<M: Machine + ?Sized>(
     addr: u64,
     data: &[u8],
 ) -> Result<(), EmulationError> {
+    store_selected(m, w, addr, data, u64::MAX)
+}
+
+/// Writes the bytes of `data` (at most 64) that `selected` selects (bit `b`: byte `b`) at
+/// `addr`, leaving the others untouched: an AVX-512 masked store (Intel SDM Vol. 1 §15.6.1).
+/// Ordinary memory is written now, map bytes are queued in `w` (see [`store`]).
+///
+/// # Errors
+/// As [`store`]; a byte that is not selected is never checked or written.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::{MapWrites, store_selected};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[2] = u64::MAX; // rdx, map bytes 0x10..0x18
+/// let mut w = MapWrites::default();
+/// // Bytes 0 and 3 of four zero bytes at 0x10.
+/// store_selected(&mut m, &mut w, 0x10, &[0; 4], 0b1001).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!(m.gpr[2], 0xFFFF_FFFF_00FF_FF00);
+/// // Unselected bytes may lie where writes are refused (the fs base at 0x90).
+/// store_selected(&mut m, &mut w, 0x88, &[0; 16], 0x00FF).unwrap();
+/// ```
+pub fn store_selected<M: Machine + ?Sized>(
+    m: &mut M,
+    w: &mut MapWrites,
+    addr: u64,
+    data: &[u8],
+    selected: u64,
+) -> Result<(), EmulationError> {
+    let access = Access::masked(addr, data.len() as u64, true, selected);
     if map::touches_page0(addr, data.len() as u64) {
-        if !map::is_writable(addr, data.len() as u64) {
-            return Err(EmulationError::Exception(Exception::PageFault {
-                addr,
-                write: true,
-            }));
+        for (a, len) in access.runs() {
+            if !map::is_writable(a, len) {
+                return Err(EmulationError::Exception(Exception::PageFault {
+                    addr: a,
+                    write: true,
+                }));
+            }
         }
-        if w.n == w.addr.len() || data.len() > 32 {
+        if w.n == w.addr.len() || data.len() > 64 {
             return Err(EmulationError::Unsupported(
                 "too many map writes in one instruction",
             ));
         }
         w.addr[w.n] = addr;
         w.len[w.n] = data.len() as u8;
+        w.selected[w.n] = selected;
         w.data[w.n][..data.len()].copy_from_slice(data);
         w.n += 1;
         Ok(())
     } else {
-        m.write_memory(addr, data).map_err(|f| {
-            EmulationError::Exception(Exception::PageFault {
-                addr: f.addr,
-                write: true,
-            })
-        })
+        for (a, len) in access.runs() {
+            let off = a.wrapping_sub(addr) as usize;
+            m.write_memory(a, &data[off..off + len as usize])
+                .map_err(|f| {
+                    EmulationError::Exception(Exception::PageFault {
+                        addr: f.addr,
+                        write: true,
+                    })
+                })?;
+        }
+        Ok(())
     }
+}
+
+/// Reads the bytes of `buf` (at most 64) that `selected` selects (bit `b`: byte `b`) from
+/// `addr`; the others are left as they are and never accessed (see [`store_selected`]).
+///
+/// # Errors
+/// [`Exception::PageFault`] for a selected byte that cannot be read.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::emulate::operands::load_selected;
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// m.gpr[9] = 0x8877_6655_4433_2211; // r9, map bytes 0x48..0x50
+/// let mut buf = [0u8; 8];
+/// load_selected(&mut m, 0x48, &mut buf, 0b1111_0000).unwrap();
+/// assert_eq!(buf, [0, 0, 0, 0, 0x55, 0x66, 0x77, 0x88]);
+/// // Bytes 0xa0.. are not registers; unselected, they are not read.
+/// let mut wide = [0u8; 16];
+/// load_selected(&mut m, 0x98, &mut wide, 0x00FF).unwrap();
+/// ```
+pub fn load_selected<M: Machine + ?Sized>(
+    m: &mut M,
+    addr: u64,
+    buf: &mut [u8],
+    selected: u64,
+) -> Result<(), EmulationError> {
+    let access = Access::masked(addr, buf.len() as u64, false, selected);
+    for (a, len) in access.runs() {
+        let off = a.wrapping_sub(addr) as usize;
+        load(m, a, &mut buf[off..off + len as usize])?;
+    }
+    Ok(())
 }
 
 /// Writes the low `size` bytes of `value` at `addr` (see [`store`]).

@@ -392,7 +392,9 @@ fn map_only<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> bool
     let list = acc.as_slice();
     !list.is_empty()
         && list.iter().all(|a| {
-            map::is_mapped(a.addr, a.size) && (!a.write || map::is_writable(a.addr, a.size))
+            a.runs().all(|(addr, size)| {
+                map::is_mapped(addr, size) && (!a.write || map::is_writable(addr, size))
+            })
         })
 }
 

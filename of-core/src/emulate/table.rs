@@ -71,6 +71,12 @@ pub enum Kind {
     Vector(super::vector::Move),
     /// SSE/AVX arithmetic with a memory source, run in register form on the host.
     VectorHost,
+    /// AVX-512 (EVEX) data movement done in Rust ([`super::vector::evex`]); the memory access
+    /// touches the elements the opmask selects.
+    EvexMove(super::vector::evex::Move),
+    /// AVX-512 (EVEX) instructions run in register form on the host, with zmm0..31 and
+    /// k0..7 loaded; the memory access touches the elements the opmask selects.
+    EvexHost,
     /// An instruction that touches the map but is not emulated, with the reason.
     Unsupported(&'static str),
 }
@@ -263,10 +269,10 @@ pub fn classify(instr: &Instruction) -> Kind {
         // on register bytes they retire as no-ops.
         M::Clflush | M::Clflushopt | M::Clwb | M::Cldemote => Kind::CacheControl,
 
+        _ if instr.code().encoding() == iced_x86::EncodingKind::EVEX => {
+            super::vector::evex::classify(instr)
+        }
         _ => match super::vector::classify(instr) {
-            _ if instr.code().encoding() == iced_x86::EncodingKind::EVEX => {
-                Kind::Unsupported("AVX-512 (EVEX) instructions are not emulated")
-            }
             // MMX forms share mnemonics with SSE ones (pinsrw, movq, paddb…): mm0..mm7 alias
             // the x87 stack, which the map does not hold.
             _ if (0..instr.op_count())

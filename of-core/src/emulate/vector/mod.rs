@@ -11,6 +11,8 @@
 //! - aligned moves (`movdqa`, `movaps`, `movapd`, `movnt*`) raise #GP on a misaligned address
 //!   (16 bytes for xmm, 32 for ymm).
 
+pub mod evex;
+
 use super::operands::{self, MapWrites};
 use super::{EmulationError, Exception, hostexec};
 use crate::machine::Machine;
@@ -182,9 +184,24 @@ fn vec_number(r: Register) -> Option<usize> {
     }
 }
 
-/// Whether the instruction is VEX-encoded (VEX.128 loads zero the upper ymm half).
+/// Whether the instruction is VEX- or EVEX-encoded (their xmm writes zero the register above
+/// bit 128, up to bit 511).
 fn is_vex(instr: &Instruction) -> bool {
-    instr.code().encoding() == iced_x86::EncodingKind::VEX
+    matches!(
+        instr.code().encoding(),
+        iced_x86::EncodingKind::VEX | iced_x86::EncodingKind::EVEX
+    )
+}
+
+/// Bits 0..128 of vector register `n` (0..32).
+fn xmm_of<M: Machine + ?Sized>(m: &M, n: usize) -> u128 {
+    if n < 16 {
+        return m.xmm(n);
+    }
+    let z = crate::machine::read_zmm(m, n);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&z[..16]);
+    u128::from_le_bytes(b)
 }
 
 /// The 256 bits of ymm register `n` as two halves (low, high).
@@ -195,6 +212,13 @@ fn ymm<M: Machine + ?Sized>(m: &M, n: usize) -> [u128; 2] {
 /// Writes an xmm destination: bits 0..128 = `low`; bits 128..512 are zeroed for VEX encodings
 /// and kept for legacy SSE (Intel SDM Vol. 1 §14.1.3, §15.5).
 fn set_xmm_dest<M: Machine + ?Sized>(m: &mut M, n: usize, low: u128, vex: bool) {
+    if n >= 16 {
+        // xmm16..xmm31 exist only with EVEX, which zeroes the rest of the zmm register.
+        let mut z = [0u8; 64];
+        z[..16].copy_from_slice(&low.to_le_bytes());
+        crate::machine::write_zmm(m, n, &z);
+        return;
+    }
     m.set_xmm(n, low);
     if vex && m.ymm_high(n) != 0 {
         m.set_ymm_high(n, 0);
@@ -318,7 +342,7 @@ pub fn execute<M: Machine + ?Sized>(
         }
         Move::Scalar => {
             if store {
-                let v = m.xmm(n).to_le_bytes();
+                let v = xmm_of(m, n).to_le_bytes();
                 operands::store(m, w, ea, &v[..size])
             } else {
                 let v = load_u128(m, ea, size)?;
@@ -329,14 +353,14 @@ pub fn execute<M: Machine + ?Sized>(
         Move::Low64 | Move::High64 => {
             let high = mv == Move::High64;
             if store {
-                let v = m.xmm(n);
+                let v = xmm_of(m, n);
                 let part = if high { (v >> 64) as u64 } else { v as u64 };
                 operands::store_value(m, w, ea, 8, part)
             } else {
                 let v = u128::from(operands::load_value(m, ea, 8)?);
                 let base = match (vex, src2) {
-                    (true, Some(s)) => m.xmm(s),
-                    _ => m.xmm(n),
+                    (true, Some(s)) => xmm_of(m, s),
+                    _ => xmm_of(m, n),
                 };
                 let merged = if high {
                     (base & u128::from(u64::MAX)) | (v << 64)
@@ -365,8 +389,8 @@ pub fn execute<M: Machine + ?Sized>(
             let index = (instr.immediate8() as usize) & (16 / size - 1);
             let e = u128::from(operands::load_value(m, ea, size as u64)?);
             let base = match (vex, src2) {
-                (true, Some(s)) => m.xmm(s),
-                _ => m.xmm(n),
+                (true, Some(s)) => xmm_of(m, s),
+                _ => xmm_of(m, n),
             };
             let shift = 8 * size * index;
             let mask = if size == 16 {
@@ -379,7 +403,7 @@ pub fn execute<M: Machine + ?Sized>(
         }
         Move::Extract => {
             let index = (instr.immediate8() as usize) & (16 / size - 1);
-            let v = (m.xmm(n) >> (8 * size * index)).to_le_bytes();
+            let v = (xmm_of(m, n) >> (8 * size * index)).to_le_bytes();
             operands::store(m, w, ea, &v[..size])
         }
         Move::Insert128 => {
@@ -401,8 +425,8 @@ pub fn execute<M: Machine + ?Sized>(
             let imm = instr.immediate8();
             let e = u128::from(operands::load_value(m, ea, 4)?);
             let base = match (vex, src2) {
-                (true, Some(s)) => m.xmm(s),
-                _ => m.xmm(n),
+                (true, Some(s)) => xmm_of(m, s),
+                _ => xmm_of(m, n),
             };
             let shift = 32 * u32::from((imm >> 4) & 3);
             let mut v = (base & !(u128::from(u32::MAX) << shift)) | (e << shift);
@@ -591,21 +615,23 @@ fn half_underflow<M: Machine + ?Sized>(
     instr: &Instruction,
     guest_mxcsr: u32,
     result: &[u8],
+    selected: u64,
 ) -> bool {
     if instr.mnemonic() != Mnemonic::Vcvtps2ph || guest_mxcsr & MXCSR_UM != 0 {
         return false;
     }
-    let Some(src) = vec_number(instr.op1_register()) else {
+    let r = instr.op1_register();
+    if !(r.is_xmm() || r.is_ymm() || r.is_zmm()) {
         return false;
-    };
-    let src = ymm_bytes(m, src);
+    }
+    let src = crate::machine::read_zmm(m, r.number());
     (0..result.len() / 2).any(|i| {
         let mut f = [0u8; 4];
         f.copy_from_slice(&src[4 * i..4 * i + 4]);
         let mag = u32::from_le_bytes(f) & 0x7FFF_FFFF;
         let zero = mag == 0 || (mag < 0x0080_0000 && guest_mxcsr & MXCSR_DAZ != 0);
         let h = u16::from_le_bytes([result[2 * i], result[2 * i + 1]]);
-        !zero && mag < 0x7F80_0000 && h & 0x7C00 == 0
+        selected >> i & 1 == 1 && !zero && mag < 0x7F80_0000 && h & 0x7C00 == 0
     })
 }
 
@@ -670,7 +696,26 @@ pub fn execute_host<M: Machine + ?Sized>(
     }
     let guest_mxcsr = m.mxcsr();
     let outcome = hostexec::execute_vector(m, &form, &mut operand)?;
-    let tiny = half_underflow(m, instr, guest_mxcsr, &operand[..size]);
+    finish_host(m, instr, guest_mxcsr, outcome, &operand[..size], u64::MAX)?;
+    if mem == 0 {
+        operands::store(m, w, ea, &operand[..size])?;
+    }
+    Ok(())
+}
+
+/// The end of a vector host execution (legacy SSE, VEX and EVEX alike): turns an unmasked
+/// SIMD floating-point exception into #XM with MXCSR updated, including tiny results of
+/// `vcvtps2ph` under elements `selected` (bit `i`: element `i`) that the masked host run cannot
+/// see. `result` is the memory operand's new bytes for a form that stores.
+fn finish_host<M: Machine + ?Sized>(
+    m: &mut M,
+    instr: &Instruction,
+    guest_mxcsr: u32,
+    outcome: hostexec::VectorOutcome,
+    result: &[u8],
+    selected: u64,
+) -> Result<(), EmulationError> {
+    let tiny = half_underflow(m, instr, guest_mxcsr, result, selected);
     use hostexec::VectorOutcome as O;
     let outcome = match outcome {
         O::Done if tiny => O::Unmasked {
@@ -687,7 +732,6 @@ pub fn execute_host<M: Machine + ?Sized>(
         o => o,
     };
     match outcome {
-        O::Done if mem == 0 => operands::store(m, w, ea, &operand[..size]),
         O::Done => Ok(()),
         O::Unmasked { mxcsr, .. } => {
             if matches!(
