@@ -54,8 +54,16 @@ fn vector_child(states: usize) {
     let t = vector::sweep(VECTOR_SEED, states, 10, None);
     for f in &t.per_form {
         println!(
-            "form\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}",
-            f.code, f.execution, f.emulated, f.faulted, f.exceptions, f.refused_cases, f.mismatches
+            "form\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            f.code,
+            f.execution,
+            f.emulated,
+            f.faulted,
+            f.exceptions,
+            f.refused_cases,
+            f.mismatches,
+            f.masked,
+            f.suppressed
         );
     }
     for (c, why) in &t.refused {
@@ -105,6 +113,8 @@ fn vector_report(states: usize) -> VectorReport {
                     exceptions: n(5),
                     refused_cases: n(6),
                     mismatches: n(7),
+                    masked: n(8),
+                    suppressed: n(9),
                 });
             }
             "refused" => r.refused.push((codes[f[1]], f[2].to_string())),

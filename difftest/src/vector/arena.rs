@@ -6,10 +6,10 @@
 //! | offset | what |
 //! |---|---|
 //! | 0x0000 | native register image, laid out as the map (0x204 bytes) |
-//! | 0x1000 | entry: saves the host's callee-saved registers, rsp and MXCSR; loads ymm0..15, MXCSR, rflags and every GPR (rsp = private stack) from the block; jumps to the instruction |
+//! | 0x1000 | entry: saves the host's callee-saved registers, rsp and MXCSR; loads the vector state (zmm0..31 and k0..7 where AVX-512 is enabled, else ymm0..15), MXCSR, rflags and every GPR (rsp = private stack) from the block; jumps to the instruction |
 //! | 0x2000 | the instruction under test, then the exit code (stores every register with absolute addressing, restores the host) |
-//! | 0x3000 | the [`Block`] |
-//! | 0x4000..0xF000 | private stack |
+//! | 0x3000 | the [`Block`] (about 4.4 KiB: the vector state in and out) |
+//! | 0x5000..0xF000 | private stack |
 //!
 //! A signal catcher (SIGSEGV, SIGBUS, SIGFPE, SIGILL) installed *before* `of`'s handler gets
 //! every fault `of` does not own (#GP arrives as SIGSEGV/SI_KERNEL and is chained to it; #XM is a
@@ -30,6 +30,7 @@ const ENTRY: u64 = 0x1000;
 pub const CODE: u64 = 0x2000;
 const BLOCK: u64 = 0x3000;
 const STACK_TOP: u64 = 0xF000;
+const _: () = assert!(BLOCK as usize + std::mem::size_of::<Block>() <= 0x5000);
 const MAGIC: u64 = 0x7665_6374_6f72_2121;
 
 /// The state block shared by the entry and exit code and the catcher.
@@ -39,17 +40,20 @@ pub struct Block {
     pub gpr_in: [u64; 16],
     pub flags_in: u64,
     pub mxcsr_in: u64,
-    pub ymm_in: [[u8; 32]; 16],
+    pub zmm_in: [[u8; 64]; 32],
+    pub k_in: [u64; 8],
     pub gpr_out: [u64; 16],
     pub flags_out: u64,
     pub mxcsr_out: u64,
-    pub ymm_out: [[u8; 32]; 16],
+    pub zmm_out: [[u8; 64]; 32],
+    pub k_out: [u64; 8],
     host_rsp: u64,
     host_mxcsr: u64,
     exit: u64,
     pub signal: u64,
     pub si_code: u64,
     pub trap_rip: u64,
+    pub si_addr: u64,
     magic: u64,
 }
 
@@ -66,6 +70,51 @@ const YMMS: [AsmRegisterYmm; 16] = [
     ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
     ymm15,
 ];
+const ZMMS: [AsmRegisterZmm; 32] = [
+    zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14,
+    zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+    zmm28, zmm29, zmm30, zmm31,
+];
+const KS: [AsmRegisterK; 8] = [k0, k1, k2, k3, k4, k5, k6, k7];
+
+/// Whether the arena loads and stores zmm0..31 and k0..7 (AVX-512 enabled), else ymm0..15.
+pub fn avx512() -> bool {
+    of_core::cpu::get().avx512()
+}
+
+/// Loads (or stores, `load == false`) the vector state between the registers and the block.
+fn vector_state(a: &mut CodeAssembler, zmm: u64, k: u64, load: bool) {
+    let c = of_core::cpu::get();
+    if c.avx512() {
+        for (i, z) in ZMMS.iter().enumerate() {
+            let m = zmmword_ptr(zmm + 64 * i as u64);
+            if load {
+                a.vmovdqu64(*z, m).unwrap();
+            } else {
+                a.vmovdqu64(m, *z).unwrap();
+            }
+        }
+        let bw = c.has(iced_x86::CpuidFeature::AVX512BW);
+        for (i, r) in KS.iter().enumerate() {
+            let at = k + 8 * i as u64;
+            match (load, bw) {
+                (true, true) => a.kmovq(*r, qword_ptr(at)).unwrap(),
+                (true, false) => a.kmovw(*r, word_ptr(at)).unwrap(),
+                (false, true) => a.kmovq(qword_ptr(at), *r).unwrap(),
+                (false, false) => a.kmovw(word_ptr(at), *r).unwrap(),
+            }
+        }
+    } else {
+        for (i, y) in YMMS.iter().enumerate() {
+            let m = ymmword_ptr(zmm + 64 * i as u64);
+            if load {
+                a.vmovdqu(*y, m).unwrap();
+            } else {
+                a.vmovdqu(m, *y).unwrap();
+            }
+        }
+    }
+}
 
 /// One thread's arena.
 pub struct Arena {
@@ -159,10 +208,7 @@ impl Arena {
         }
         a.mov(qword_ptr(b + off!(host_rsp)), rsp).unwrap();
         a.stmxcsr(dword_ptr(b + off!(host_mxcsr))).unwrap();
-        for (i, y) in YMMS.iter().enumerate() {
-            a.vmovdqu(*y, ymmword_ptr(b + off!(ymm_in) + 32 * i as u64))
-                .unwrap();
-        }
+        vector_state(&mut a, b + off!(zmm_in), b + off!(k_in), true);
         a.ldmxcsr(dword_ptr(b + off!(mxcsr_in))).unwrap();
         a.mov(rsp, self.base + STACK_TOP).unwrap();
         a.push(qword_ptr(b + off!(flags_in))).unwrap();
@@ -187,10 +233,7 @@ impl Arena {
         a.pushfq().unwrap();
         a.pop(qword_ptr(b + off!(flags_out))).unwrap();
         a.stmxcsr(dword_ptr(b + off!(mxcsr_out))).unwrap();
-        for (i, y) in YMMS.iter().enumerate() {
-            a.vmovdqu(ymmword_ptr(b + off!(ymm_out) + 32 * i as u64), *y)
-                .unwrap();
-        }
+        vector_state(&mut a, b + off!(zmm_out), b + off!(k_out), false);
         a.ldmxcsr(dword_ptr(b + off!(host_mxcsr))).unwrap();
         a.mov(rsp, qword_ptr(b + off!(host_rsp))).unwrap();
         a.cld().unwrap();
@@ -213,6 +256,7 @@ impl Arena {
         blk.signal = 0;
         blk.si_code = 0;
         blk.trap_rip = 0;
+        blk.si_addr = 0;
         blk.mxcsr_out = 0;
         // SAFETY: the entry code saves and restores every callee-saved register, rsp, MXCSR and
         // DF; everything else it clobbers is caller-saved in the System V ABI.
@@ -233,6 +277,7 @@ extern "C" fn catcher(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                 blk.signal = sig as u64;
                 blk.si_code = (*info).si_code as u64;
                 blk.trap_rip = rip;
+                blk.si_addr = (*info).si_addr() as u64;
                 uc.uc_mcontext.gregs[libc::REG_RIP as usize] = blk.exit as i64;
                 return;
             }

@@ -229,6 +229,10 @@ pub fn check_ownership(accesses: &[Access], fault_addr: Option<u64>) -> Result<(
     // A masked access (AVX-512) is checked on the bytes it touches: masked-off elements are
     // not accessed, as on hardware.
     for a in accesses {
+        // Without a fault, an operand in page 0 whose elements are all masked off (it touches
+        // nothing) is still the map's: the instruction runs, as it does on hardware.
+        touches |=
+            fault_addr.is_none() && a.runs().next().is_none() && map::touches_page0(a.addr, a.size);
         for (addr, size) in a.runs() {
             if !map::touches_page0(addr, size) {
                 continue;

@@ -526,7 +526,7 @@ fn stack_accesses<M: Machine + ?Sized>(
                 acc.push(Access::new(ea, size, true));
             }
         }
-        Mnemonic::Ret => acc.push(Access::new(rsp, 8, false)),
+        Mnemonic::Ret => acc.push(Access::new(rsp, super::stack::ret_size(instr), false)),
         Mnemonic::Jmp => {
             if let Some((_, ea, size)) = explicit {
                 acc.push(Access::new(ea, size, false));

@@ -29,7 +29,7 @@ mod vector_form;
 mod vector_run;
 
 pub use gpr_form::{RegisterForm, register_form};
-pub use vector_form::{VectorForm, evex_register_form, vector_register_form};
+pub use vector_form::{VectorForm, evex_register_form, never_underflows, vector_register_form};
 pub use vector_run::{VectorOutcome, VectorRegs, execute_vector};
 
 use super::EmulationError;

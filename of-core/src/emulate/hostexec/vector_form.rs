@@ -34,6 +34,65 @@ pub struct VectorForm {
     pub scratch_gpr: bool,
     /// Whether the form is EVEX-encoded (it needs the AVX-512 trampoline).
     pub evex: bool,
+    /// Whether the instruction never signals underflow (see [`never_underflows`]): it then
+    /// runs with the guest's underflow mask, which decides whether FTZ flushes its tiny
+    /// results.
+    pub never_underflows: bool,
+}
+
+/// Instructions that can return a tiny result but never signal underflow (their "SIMD
+/// Floating-Point Exceptions" in the Intel SDM Vol. 2 list no UE): `vreduce*` (x − round(x) of
+/// a tiny x is x), `vrndscale*`, `vgetmant*`, `vgetexp*`, `vfixupimm*`, `vrange*`. Whether FTZ
+/// flushes such a result depends on MXCSR.UM (seen on AMD Zen 4: flushed with underflow
+/// masked, kept with it unmasked), so they run with the guest's UM rather than all exceptions
+/// masked; they cannot raise #XM for underflow, so that run is safe.
+///
+/// # Examples
+///
+/// ```
+/// use iced_x86::Mnemonic;
+/// use of_core::emulate::hostexec::never_underflows;
+///
+/// assert!(never_underflows(Mnemonic::Vreducepd));
+/// assert!(!never_underflows(Mnemonic::Vaddps)); // a tiny sum signals underflow
+/// ```
+pub fn never_underflows(mn: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        mn,
+        M::Vreduceps
+            | M::Vreducepd
+            | M::Vreducess
+            | M::Vreducesd
+            | M::Vreduceph
+            | M::Vreducesh
+            | M::Vrndscaleps
+            | M::Vrndscalepd
+            | M::Vrndscaless
+            | M::Vrndscalesd
+            | M::Vrndscaleph
+            | M::Vrndscalesh
+            | M::Vgetmantps
+            | M::Vgetmantpd
+            | M::Vgetmantss
+            | M::Vgetmantsd
+            | M::Vgetmantph
+            | M::Vgetmantsh
+            | M::Vgetexpps
+            | M::Vgetexppd
+            | M::Vgetexpss
+            | M::Vgetexpsd
+            | M::Vgetexpph
+            | M::Vgetexpsh
+            | M::Vfixupimmps
+            | M::Vfixupimmpd
+            | M::Vfixupimmss
+            | M::Vfixupimmsd
+            | M::Vrangeps
+            | M::Vrangepd
+            | M::Vrangess
+            | M::Vrangesd
+    )
 }
 
 /// The register form of a vector instruction: ModRM.rm names a scratch register, number `n`,
@@ -216,6 +275,7 @@ pub fn vector_register_form(
         },
         scratch_gpr,
         evex: false,
+        never_underflows: never_underflows(instr.mnemonic()),
     })
 }
 
@@ -395,5 +455,6 @@ pub fn evex_register_form(
         },
         scratch_gpr: gpr_operand,
         evex: true,
+        never_underflows: never_underflows(instr.mnemonic()),
     })
 }

@@ -8,6 +8,9 @@ use crate::machine::{Machine, read_zmm, write_zmm};
 use crate::map::STATUS_FLAGS;
 use core::arch::asm;
 
+/// MXCSR.UM, the underflow mask (bit 11).
+const MXCSR_UM: u32 = 1 << 11;
+
 /// Vector registers in and out of [`execute_vector`], in the layout its trampolines expect:
 /// zmm0..zmm31 as 64 little-endian bytes each (on a host without AVX-512 only bytes 0..32 of
 /// the first sixteen are loaded and stored: ymm0..ymm15), the opmask registers, MXCSR.
@@ -628,10 +631,17 @@ pub fn execute_vector<M: Machine + ?Sized>(
         *g = m.gpr(i);
     }
     let guest_mxcsr = m.mxcsr();
+    // Every exception masked (and the flags cleared, so the run's flags are its own), except
+    // that an instruction that never signals underflow keeps the guest's underflow mask.
+    let um = if vform.never_underflows {
+        guest_mxcsr & MXCSR_UM
+    } else {
+        MXCSR_UM
+    };
     let mut v = VectorRegs {
         zmm: [[0; 64]; 32],
         k: [0; 8],
-        mxcsr: (guest_mxcsr & !0x3F) | 0x1F80,
+        mxcsr: (guest_mxcsr & !0x3F & !MXCSR_UM) | (0x1F80 & !MXCSR_UM) | um,
         host_mxcsr: 0,
     };
     for (i, z) in v.zmm.iter_mut().enumerate().take(nregs) {
@@ -653,7 +663,7 @@ pub fn execute_vector<M: Machine + ?Sized>(
     // An unmasked underflow is signalled for every tiny result, a masked one only for tiny
     // inexact results (Intel SDM Vol. 1 §11.5.2.4). With FTZ set and underflow masked, every
     // tiny result sets UE: a second run in that mode finds what the unmasked run would.
-    let tiny = if enabled & 0x10 != 0 {
+    let tiny = if enabled & 0x10 != 0 && !vform.never_underflows {
         let mut regs2 = regs;
         let mut v2 = v;
         v2.mxcsr |= 1 << 15;
