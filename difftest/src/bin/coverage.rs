@@ -115,6 +115,8 @@ fn vector_report(states: usize) -> VectorReport {
                     mismatches: n(7),
                     masked: n(8),
                     suppressed: n(9),
+                    based: 0,
+                    disp8: 0,
                 });
             }
             "refused" => r.refused.push((codes[f[1]], f[2].to_string())),

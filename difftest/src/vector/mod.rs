@@ -75,6 +75,10 @@ pub struct VectorFormStats {
     pub masked: u64,
     /// Cases whose unselected elements lay outside the mapped bytes (EVEX fault suppression).
     pub suppressed: u64,
+    /// Cases addressed as `[base + disp]` (EVEX; compressed disp8*N included).
+    pub based: u64,
+    /// Of those, cases encoded with a compressed 8-bit displacement (disp8*N).
+    pub disp8: u64,
     /// Cases refused on purpose (dpps/dppd with an unmasked exception).
     pub refused_cases: u64,
     /// Cases that disagreed with the CPU.
@@ -98,6 +102,8 @@ pub struct Tally {
     pub masked_cases: usize,
     /// Cases whose unselected elements lay outside the mapped bytes.
     pub suppressed_cases: usize,
+    /// Cases addressed as `[base + disp]`, and of those with a compressed disp8*N.
+    pub based_cases: (usize, usize),
     /// Vector forms with a memory operand that `of` refuses (with the reason).
     pub refused: Vec<(Code, &'static str)>,
     /// Vector forms this CPU cannot run (with the missing CPUID features).
@@ -108,6 +114,40 @@ pub struct Tally {
     pub mismatches: Vec<String>,
     /// Per-form counts, in `Code` order.
     pub per_form: Vec<VectorFormStats>,
+}
+
+/// A base register for `[base + disp]` addressing of an operand of `size` bytes at map offset
+/// `off`: a general-purpose register the instruction does not name and whose map slot the
+/// operand does not cover (its value differs between the native and the mapped run), and a
+/// displacement that is a small multiple of the operand size (a compressed disp8*N), a small
+/// byte offset (a disp8 that cannot be compressed: disp32) or zero.
+fn base_register(
+    r: &mut Rng,
+    instr: &iced_x86::Instruction,
+    off: u64,
+    size: u64,
+) -> Option<(Register, i64)> {
+    let named = (0..instr.op_count())
+        .filter(|&i| instr.op_kind(i) == iced_x86::OpKind::Register)
+        .map(|i| instr.op_register(i))
+        .filter(|r| r.is_gpr())
+        .map(|r| r.full_register())
+        .collect::<Vec<_>>();
+    for _ in 0..8 {
+        let g = Register::RAX + r.below(16) as u32;
+        let slot = 8 * g.number() as u64;
+        if g == Register::RSP || named.contains(&g) || (off < slot + 8 && slot < off + size) {
+            continue;
+        }
+        let n = size.clamp(1, 64) as i64;
+        let disp = match r.below(3) {
+            0 => n * (r.below(9) as i64 - 4),
+            1 => r.below(256) as i64 - 128,
+            _ => 0,
+        };
+        return Some((g, disp));
+    }
+    None
 }
 
 /// A random offset for a masked EVEX case where only the bytes the opmask selects need be
@@ -211,6 +251,8 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
             exceptions: 0,
             masked: 0,
             suppressed: 0,
+            based: 0,
+            disp8: 0,
             refused_cases: 0,
             mismatches: 0,
         };
@@ -225,9 +267,30 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
                     .unwrap_or_else(|| (offset(&mut r, mem_size(&probe), write), false)),
                 false => (offset(&mut r, mem_size(&probe), write), false),
             };
-            let mapped = instance(f.code, &mut Rng(seed_instr | 1), off).unwrap();
-            let native_i =
+            let mut mapped = instance(f.code, &mut Rng(seed_instr | 1), off).unwrap();
+            let mut native_i =
                 instance(f.code, &mut Rng(seed_instr | 1), a.native_base() + off).unwrap();
+            let size = mem_size(&probe) as usize;
+            // EVEX forms: half the cases address the operand as [base + disp] with a
+            // displacement that is often a multiple of the operand's disp8*N scale, so the
+            // compressed 8-bit displacement is exercised; the base register holds the map
+            // offset (or the native address) minus the displacement.
+            let mut s = s;
+            let mut s_native = s;
+            let mut base = None;
+            if f.evex()
+                && r.chance(2)
+                && let Some((g, disp)) = base_register(&mut r, &mapped, off, size as u64)
+            {
+                mapped.set_memory_base(g);
+                mapped.set_memory_displacement64(disp as u64);
+                mapped.set_memory_displ_size(1);
+                native_i = mapped;
+                let n = g.number();
+                s.gpr[n] = off.wrapping_sub(disp as u64);
+                s_native.gpr[n] = (a.native_base() + off).wrapping_sub(disp as u64);
+                base = Some(n);
+            }
             let (Some(mb), Some(nb)) = (
                 encode(&mapped, a.code_addr()),
                 encode(&native_i, a.code_addr()),
@@ -235,10 +298,18 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
                 continue; // an operand combination iced-x86 cannot encode
             };
             assert_eq!(mb.len(), nb.len(), "{name}: encodings differ in length");
-            let size = mem_size(&probe) as usize;
             let written = (f.access == OpAccess::Write && !masked)
                 .then(|| off as usize..(off as usize + size).min(0x204));
-            let want = native(&a, &s, &nb, written);
+            let mut want = native(&a, &s_native, &nb, written);
+            if let Some(n) = base {
+                // The base register is not written by the instruction: it keeps the map
+                // offset on the other side.
+                want.state.gpr[n] = s.gpr[n];
+                st.based += 1;
+                let compressed = of_core::decode::decode(&mb, a.code_addr())
+                    .is_ok_and(|(_, o)| o.displacement_size() == 1);
+                st.disp8 += u64::from(compressed);
+            }
             if want.signal.0 != 0 {
                 st.exceptions += 1;
             }
@@ -301,6 +372,8 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
         t.exceptions += st.exceptions as usize;
         t.masked_cases += st.masked as usize;
         t.suppressed_cases += st.suppressed as usize;
+        t.based_cases.0 += st.based as usize;
+        t.based_cases.1 += st.disp8 as usize;
         t.refused_cases += st.refused_cases as usize;
         t.per_form.push(st);
     }
@@ -343,7 +416,7 @@ impl Tally {
     /// One line of figures.
     pub fn summary(&self) -> String {
         format!(
-            "vector differential: {} forms ({} EVEX; {} vector forms refused; {} skipped: the CPU lacks them), {} emulate cases ({} with an opmask, {} with unselected elements outside the map; {} refused: dpps/dppd with an unmasked exception), {} fault cases, {} raised exceptions, {} mismatches",
+            "vector differential: {} forms ({} EVEX; {} vector forms refused; {} skipped: the CPU lacks them), {} emulate cases ({} with an opmask, {} with unselected elements outside the map, {} as [base + disp] of which {} with a compressed disp8*N; {} refused: dpps/dppd with an unmasked exception), {} fault cases, {} raised exceptions, {} mismatches",
             self.forms,
             self.evex_forms,
             self.refused.len(),
@@ -351,6 +424,8 @@ impl Tally {
             self.core_cases,
             self.masked_cases,
             self.suppressed_cases,
+            self.based_cases.0,
+            self.based_cases.1,
             self.refused_cases,
             self.fault_cases,
             self.exceptions,
