@@ -529,6 +529,332 @@ fn enter_and_leave_at_both_operand_sizes_and_any_nesting_level() {
     assert_eq!(r.mismatch_count(), 0);
 }
 
+/// Whether this CPU honours 0x66 on near branches (AMD), printing what that means for the
+/// tests that depend on it (on Intel the 16-bit behaviour cannot be observed, only the prefix
+/// being ignored).
+fn branch16_vendor_note() -> bool {
+    let amd = difftest::forms::branch16_honoured();
+    if amd {
+        println!(
+            "note: AMD CPU: 0x66 near branches are 16-bit (2-byte pops/pushes, rip truncated)"
+        );
+    } else {
+        println!(
+            "note: not an AMD CPU: 0x66 near branches run as the 64-bit forms (prefix ignored); \
+             the AMD 16-bit reading is not exercised on this machine (only of-core's doctests \
+             of `decode_for(.., Vendor::Amd)` cover it)"
+        );
+    }
+    amd
+}
+
+/// issue 12 item 9: `66 C3`, `66 C2 iw`, `66 E8`, `66 FF /2` and `66 FF /4` with the stack or
+/// the operand in the map, as the CPU under test executes them. On AMD every case ends with a
+/// SIGSEGV at a 16-bit target (many in page 0) after the branch popped or pushed 2 bytes, in
+/// all three runs; on Intel they land in the arena like the 64-bit forms.
+#[test]
+fn near_branches_with_0x66_follow_the_cpu_vendor() {
+    let amd = branch16_vendor_note();
+    let cfg = Config {
+        seed: Config::seed_from_env(DEFAULT_SEED) ^ 0x66,
+        states: 8,
+        fault_states: 4,
+        offsets: Some(24),
+        filter: None,
+        threads: 1,
+        details_per_form: 2,
+        min_states_per_form: 0,
+    };
+    let mut forms = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut variants = std::collections::BTreeMap::new();
+    let before = of::engine::signal::stats();
+    for title in [
+        "(o16 C3)",
+        "(o16 C2 iw)",
+        "(o16 E8 cw)",
+        "(o16 FF /2)",
+        "(o16 FF /4)",
+    ] {
+        let r = sweep(&Config {
+            filter: Some(String::from(title)),
+            ..cfg.clone()
+        });
+        forms.extend(r.forms);
+        mismatches.extend(r.mismatches);
+        variants.extend(r.variants);
+    }
+    let after = of::engine::signal::stats();
+    let r = Report {
+        seed: cfg.seed,
+        forms,
+        mismatches,
+        variants,
+        notes: Vec::new(),
+    };
+    print_report(&r);
+    for f in &r.forms {
+        println!(
+            "{}: {} emulated, {} through real faults, {} ending in a fetch fault, {} unlandable",
+            f.form.title(),
+            f.emulated,
+            f.faulted,
+            f.fetch_faults,
+            f.unlandable
+        );
+    }
+    // ret, ret imm16, call rel16 (stack), call r/m16 (explicit and stack), jmp r/m16 (explicit).
+    assert_eq!(r.forms.len(), 6, "the six 0x66 near-branch forms");
+    let size = if amd { 2 } else { 8 };
+    for f in &r.forms {
+        assert_eq!(f.form.size, size, "{}", f.form.title());
+        assert!(f.emulated >= 80 && f.faulted >= 40, "{}", f.form.title());
+        assert!(f.refused.is_none(), "{}: {:?}", f.form.title(), f.refused);
+        if amd {
+            // Every state lands at a 16-bit address where nothing is mapped (a push onto the
+            // rip slot may move it; those landings still fault unless mapped).
+            assert!(
+                f.fetch_faults * 10 >= f.emulated * 9,
+                "{}: only {} of {} states ended in a fetch fault",
+                f.form.title(),
+                f.fetch_faults,
+                f.emulated
+            );
+        } else {
+            assert_eq!(f.fetch_faults, 0, "{}", f.form.title());
+        }
+    }
+    assert!(
+        after.faults_emulated - before.faults_emulated >= r.faulted(),
+        "the fault runs went through of's handler"
+    );
+    let label = if amd {
+        "16-bit (AMD)"
+    } else {
+        "0x66 ignored (Intel)"
+    };
+    assert!(
+        r.variants.keys().all(|v| v.contains(label)),
+        "{:?}",
+        r.variants
+    );
+    assert_eq!(r.mismatch_count(), 0, "seed {:#x}", r.seed);
+}
+
+/// The three branches of issue 12 item 9, by hand, with the values the CPU gives (asserted
+/// for this vendor, and agreed on by the native, emulate and fault runs).
+#[test]
+fn near_branches_with_0x66_by_hand() {
+    use difftest::case::Reloc;
+    let amd = branch16_vendor_note();
+    let mut runner = Runner::new();
+    let ctx = runner.ctx;
+    let check = |runner: &mut Runner, case: &Case| {
+        let c = runner.check(case).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.faulted.is_some(), "through real faults");
+        c.expected
+    };
+
+    // call word ptr [8] (66 ff 14 25 08 00 00 00): the target is read from rcx's slot.
+    let mut regs = [0u64; 16];
+    regs[1] = if amd {
+        0xDEAD_BEEF_0000_0ABC
+    } else {
+        ctx.targets[0]
+    };
+    let mut case = Case::with_operand_at(
+        &ctx,
+        |a| {
+            let mut b = vec![0x66, 0xFF, 0x14, 0x25];
+            b.extend((a as u32).to_le_bytes());
+            b
+        },
+        8,
+        regs,
+        0,
+        None,
+    );
+    let next = ctx.code + 8;
+    case.target = Some(if amd { 0xABC } else { ctx.targets[0] });
+    let e = check(&mut runner, &case);
+    let mem = |e: &difftest::run::Outcome, below: u64, n: usize| {
+        let i = difftest::arena::MEMORY_LEN / 2 - below as usize;
+        e.memory[i..i + n].to_vec()
+    };
+    if amd {
+        // cx = 0xabc: rip = 0xabc (page 0, so the fetch faults there); a 2-byte push.
+        assert_eq!((e.signal, e.rip), (libc::SIGSEGV, 0xABC));
+        assert_eq!(e.gpr[4], ctx.stack - 2);
+        assert_eq!(mem(&e, 2, 2), (next as u16).to_le_bytes());
+    } else {
+        assert_eq!((e.signal, e.rip), (0, ctx.targets[0]));
+        assert_eq!(e.gpr[4], ctx.stack - 8);
+        assert_eq!(mem(&e, 8, 8), next.to_le_bytes());
+    }
+
+    // ret (66 c3) with rsp = 0x38 (rdi's slot): pops rdi's low 2 bytes on AMD, all 8 on Intel.
+    let mut regs = [0u64; 16];
+    regs[7] = if amd {
+        0x1234_5678_9ABC_2345
+    } else {
+        ctx.targets[1]
+    };
+    regs[4] = 0x38;
+    let mut reloc = [Reloc::None; 16];
+    reloc[4] = Reloc::Full;
+    let hand = |code: Vec<u8>, regs: [u64; 16], writes: Vec<(u64, u64)>, target: u64| Case {
+        map_code: code.clone(),
+        native_code: code,
+        regs,
+        rflags: 0,
+        reloc_in: reloc,
+        reloc_out: reloc,
+        writes,
+        pointer_data: Vec::new(),
+        target: Some(target),
+        memory: [0; difftest::arena::MEMORY_LEN],
+        offset: 0x38,
+        variant: String::from("hand-made"),
+    };
+    let t = if amd { 0x2345 } else { ctx.targets[1] };
+    let e = check(&mut runner, &hand(vec![0x66, 0xC3], regs, Vec::new(), t));
+    if amd {
+        assert_eq!((e.signal, e.rip, e.gpr[4]), (libc::SIGSEGV, 0x2345, 0x3A));
+    } else {
+        assert_eq!((e.signal, e.rip, e.gpr[4]), (0, ctx.targets[1], 0x40));
+    }
+
+    // call (66 e8) with rsp = 0x40 (r8's slot): the push writes map bytes (rdi's top 2 bytes
+    // on AMD, all of rdi on Intel).
+    let mut regs = [0u64; 16];
+    regs[7] = 0x1111_2222_3333_4444;
+    regs[4] = 0x40;
+    let e = if amd {
+        // 66 e8 cw at code: next = code + 4; target (next + rel16) mod 2^16 = 0x0FF0.
+        let rel = 0x0FF0u64.wrapping_sub(ctx.code + 4) as u16;
+        let code = vec![0x66, 0xE8, rel as u8, (rel >> 8) as u8];
+        check(&mut runner, &hand(code, regs, vec![(0x3E, 2)], 0x0FF0))
+    } else {
+        // 66 e8 cd: a call rel32 with an ignored prefix (6 bytes).
+        let t = ctx.targets[2];
+        let mut code = vec![0x66, 0xE8];
+        code.extend((t.wrapping_sub(ctx.code + 6) as u32).to_le_bytes());
+        check(&mut runner, &hand(code, regs, vec![(0x38, 8)], t))
+    };
+    if amd {
+        assert_eq!((e.signal, e.rip, e.gpr[4]), (libc::SIGSEGV, 0x0FF0, 0x3E));
+        let ret = (ctx.code + 4) & 0xFFFF;
+        assert_eq!(e.gpr[7], 0x3333_4444 | 0x2222 << 32 | ret << 48);
+    } else {
+        assert_eq!((e.signal, e.rip, e.gpr[4]), (0, ctx.targets[2], 0x38));
+        assert_eq!(e.gpr[7], ctx.code + 6);
+    }
+}
+
+/// Run-ahead after a map access executes the conditional branches that follow, with 0x66 as
+/// the CPU reads it: `mov rax, [8]` then `66 74 rel8` or `66 0f 84 rel16` (taken or not),
+/// compared in all three runs. `66 eb rel8` and `66 e9 rel16` are compared natively and
+/// through real faults only: run-ahead stops before an unconditional jump (it is classified
+/// with the stack instructions and touches no map byte), so the CPU executes it, and the
+/// emulate run, which models only the handler, would stop there. On AMD a taken branch lands
+/// at a 16-bit address and faults there, natively and through the map alike.
+#[test]
+fn run_ahead_follows_0x66_branches_like_the_cpu() {
+    let amd = branch16_vendor_note();
+    let mut runner = Runner::new();
+    let ctx = runner.ctx;
+    let abs = |a: u64| MemoryOperand::with_displ(a, 8);
+    let mov = |a: u64| {
+        encode_at(
+            &ctx,
+            &Instruction::with2(Code::Mov_r64_rm64, Register::RAX, abs(a)).unwrap(),
+        )
+    };
+    let first = mov(8).len() as u64;
+    let zf = 1u64 << 6;
+    let mut landed_low = 0;
+    for (branch, conditional) in [
+        (vec![0x66, 0x74, 0x20], true),
+        (vec![0x66, 0x0F, 0x84, 0x20, 0x00], true),
+        (vec![0x66, 0xEB, 0x30], false),
+        (vec![0x66, 0xE9, 0x00, 0x00], false),
+    ] {
+        for flags in [0, zf] {
+            let mut branch = branch.clone();
+            let end = ctx.code + first + branch.len() as u64;
+            let taken = !conditional || flags == zf;
+            if branch[1] == 0xE9 {
+                // On AMD a target in page 0 (0x0123); on Intel this is a rel32 (`66 e9 cd`).
+                if amd {
+                    let rel = 0x0123u64.wrapping_sub(end) as u16;
+                    branch[2..4].copy_from_slice(&rel.to_le_bytes());
+                } else {
+                    branch.extend([0x40, 0x00]); // rel32 = 0x400
+                }
+            }
+            let end = ctx.code + first + branch.len() as u64;
+            let rel = match branch.len() {
+                3 => branch[2] as i8 as u64,
+                _ if branch[1] == 0xE9 && !amd => 0x400,
+                _ => u64::from(u16::from_le_bytes([
+                    branch[branch.len() - 2],
+                    branch[branch.len() - 1],
+                ])),
+            };
+            let target = if amd {
+                end.wrapping_add(rel) & 0xFFFF
+            } else {
+                end.wrapping_add(rel)
+            };
+            let mut regs = [0u64; 16];
+            regs[1] = 0x0123_4567_89AB_CDEF;
+            let mut case = Case::with_operand_at(
+                &ctx,
+                |a| {
+                    let mut b = mov(a);
+                    b.extend(&branch);
+                    b
+                },
+                8,
+                regs,
+                flags,
+                None,
+            );
+            case.target = taken.then_some(target);
+            let expected = if conditional {
+                let c = runner
+                    .check(&case)
+                    .unwrap_or_else(|e| panic!("{branch:02x?}: {e}"));
+                assert!(c.faulted.is_some());
+                c.expected
+            } else {
+                let expected = runner.expected(&case);
+                assert!(runner.can_fault_run(&case, &expected));
+                let faulted = runner.fault(&case, &expected);
+                let d = difftest::run::differences(&expected, &faulted);
+                assert!(d.is_empty(), "{branch:02x?}: fault run: {d:?}");
+                expected
+            };
+            assert_eq!(expected.gpr[0], regs[1]);
+            match (taken, amd) {
+                (false, _) => assert_eq!((expected.signal, expected.rip), (0, end)),
+                (true, true) => {
+                    assert_eq!((expected.signal, expected.rip), (libc::SIGSEGV, target));
+                    assert!(target < 0x1_0000);
+                    landed_low += 1;
+                }
+                (true, false) => assert_eq!((expected.signal, expected.rip), (0, target)),
+            }
+        }
+    }
+    if amd {
+        assert_eq!(
+            landed_low, 6,
+            "every taken branch landed at a 16-bit address"
+        );
+    }
+}
+
 /// The full sweep: every offset, 32 states per form and offset (4 of them through real
 /// faults), and at least 2048 states per form (forms with few offsets get more per offset).
 #[test]

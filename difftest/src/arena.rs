@@ -25,6 +25,13 @@
 //! anywhere else hits `int3`; the SIGTRAP catcher (also for SIGILL and SIGFPE) records the
 //! registers and the address and resumes at the same exit, so a wrong jump is a reported
 //! mismatch rather than a dead test process.
+//!
+//! The catcher also takes SIGSEGV, for one kind of fault only: an instruction fetch from an
+//! unmapped address during a run (`si_addr` = rip), which is how a control transfer to an
+//! address outside the arena ends — AMD's 16-bit near branches land in the low 64 KiB. It is
+//! recorded like a trap at that address, after the instruction retired. Every other SIGSEGV is
+//! passed on to the action installed before the catcher (`of`'s handler, when `of` was installed
+//! first; normally the catcher comes first and `of` chains the faults it does not own to it).
 
 use crate::model::{DF, IMAGE_LEN, RFLAGS_FIXED, STATUS};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
@@ -68,9 +75,11 @@ pub struct Block {
     pub gpr_out: [u64; 16],
     /// Guest rflags out.
     pub flags_out: u64,
-    /// 0 after a normal exit, else the signal that was caught (SIGTRAP, SIGILL, SIGFPE).
+    /// 0 after a normal exit, else the signal that was caught (SIGTRAP, SIGILL, SIGFPE, or
+    /// SIGSEGV for an instruction fetch from an unmapped address).
     pub signal: u64,
-    /// For a caught signal: the address of the instruction that raised it.
+    /// For a caught signal: the address of the instruction that raised it (for SIGSEGV, the
+    /// address whose fetch faulted).
     pub trap_rip: u64,
 }
 
@@ -136,9 +145,70 @@ thread_local! {
     static CURRENT: Cell<*mut Block> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// SIGTRAP/SIGILL/SIGFPE during a run: record where and with which registers, then leave
-/// through the normal exit. Outside a run: the default action.
-extern "C" fn catcher(sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// The SIGSEGV action installed before the catcher.
+static PREVIOUS_SEGV: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
+/// Whether a SIGSEGV is an instruction fetch from an unmapped (or non-executable) address made
+/// by a run in progress on this thread.
+///
+/// # Safety
+/// `info` and `ctx` are the kernel's arguments for the current SIGSEGV.
+unsafe fn is_fetch_fault(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) -> bool {
+    if CURRENT.with(|c| c.get()).is_null() {
+        return false;
+    }
+    // SAFETY: valid siginfo and ucontext from the kernel (or from `of`, chaining).
+    unsafe {
+        let code = (*info).si_code;
+        let rip = (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize];
+        // SEGV_MAPERR (1) or SEGV_ACCERR (2): a page fault, not #GP (SI_KERNEL) or a kill.
+        (code == 1 || code == 2) && (*info).si_addr() as u64 == rip as u64
+    }
+}
+
+/// Passes a SIGSEGV that is not a fetch fault of a run to the action installed before the
+/// catcher, as if the catcher were not there (the default action: restored, so the fault
+/// re-occurs and kills the process).
+///
+/// # Safety
+/// The handler's own arguments.
+unsafe fn forward_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS_SEGV.get().copied();
+    let h = prev.map_or(libc::SIG_DFL, |p| p.sa_sigaction);
+    // SAFETY: calling the previous handler with the kernel's arguments, with the signature its
+    // flags declare; resetting a disposition and raising are async-signal-safe.
+    unsafe {
+        match prev {
+            Some(p) if h != libc::SIG_DFL && h != libc::SIG_IGN => {
+                if p.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(h);
+                    f(sig, info, ctx);
+                } else {
+                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
+                    f(sig);
+                }
+            }
+            _ => {
+                libc::signal(sig, libc::SIG_DFL);
+                if (*info).si_code <= 0 {
+                    libc::raise(sig);
+                }
+            }
+        }
+    }
+}
+
+/// SIGTRAP/SIGILL/SIGFPE during a run, and SIGSEGV for a fetch fault during a run: record where
+/// and with which registers, then leave through the normal exit. Outside a run: the default
+/// action (SIGSEGV: the previous action).
+extern "C" fn catcher(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel's (or `of`'s, chaining) arguments for this signal.
+    if sig == libc::SIGSEGV && !unsafe { is_fetch_fault(info, ctx) } {
+        // SAFETY: our own arguments, passed on unchanged.
+        unsafe { forward_segv(sig, info, ctx) };
+        return;
+    }
     let block = CURRENT.with(|c| c.get());
     if block.is_null() {
         // SAFETY: resetting a disposition and re-raising are async-signal-safe.
@@ -160,7 +230,7 @@ extern "C" fn catcher(sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut l
         b.flags_out = g[libc::REG_EFL as usize] as u64;
         b.signal = sig as u64;
         let rip = g[libc::REG_RIP as usize] as u64;
-        // int3 reports the address after itself.
+        // int3 reports the address after itself; a fetch fault the address it fetched from.
         b.trap_rip = if sig == libc::SIGTRAP { rip - 1 } else { rip };
         g[libc::REG_RSP as usize] = b.host_rsp as i64;
         g[libc::REG_RIP as usize] = b.leave as i64;
@@ -191,13 +261,22 @@ const GREGS: [libc::c_int; 16] = [
 fn install_catcher() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for sig in [libc::SIGTRAP, libc::SIGILL, libc::SIGFPE] {
-            // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask.
+        for sig in [libc::SIGTRAP, libc::SIGILL, libc::SIGFPE, libc::SIGSEGV] {
+            // SAFETY: a zeroed sigaction is valid; we fill handler, flags and mask. For SIGSEGV
+            // the previous action is kept for `forward_segv` (set before the catcher can run
+            // for a SIGSEGV: nothing faults between the two calls).
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = catcher as *const () as usize;
                 sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut sa.sa_mask);
+                let mut prev: libc::sigaction = std::mem::zeroed();
+                if sig == libc::SIGSEGV {
+                    // As `of`'s handler (which the catcher may forward to): nothing interrupts.
+                    libc::sigfillset(&mut sa.sa_mask);
+                    assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut prev), 0);
+                    PREVIOUS_SEGV.get_or_init(|| prev);
+                }
                 assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
             }
         }
@@ -211,10 +290,12 @@ pub struct Exit {
     pub gpr: [u64; 16],
     /// rflags at the end.
     pub rflags: u64,
-    /// 0, or the signal caught (then `gpr`/`rflags` are those at the signal).
+    /// 0, or the signal caught (then `gpr`/`rflags` are those at the signal). SIGSEGV is
+    /// always a fetch fault at `landed`: the code before it retired.
     pub signal: i32,
     /// Where control went: the landing stub's address after a normal exit, the faulting or
-    /// trapping instruction's address after a signal.
+    /// trapping instruction's address after a signal (for SIGSEGV the address whose fetch
+    /// faulted, i.e. the landing address of the control transfer that went there).
     pub landed: u64,
 }
 

@@ -10,7 +10,7 @@
 //! ([`Reloc`]); the image itself always holds the map's view (`value`).
 
 use crate::arena::{Arena, MEMORY_LEN};
-use crate::forms::{Family, Form, is_memory_kind};
+use crate::forms::{Family, Form, branch16_honoured, is_branch16, is_memory_kind};
 use crate::model::{self, DF, IMAGE_LEN, RFLAGS_FIXED, Regs, WRITABLE_END};
 use crate::rng::Rng;
 use iced_x86::{
@@ -632,6 +632,25 @@ pub fn limit(writes: bool) -> u64 {
     }
 }
 
+/// A 16-bit branch target: half the time in page 0 (where `of`'s handler sees the fetch fault
+/// first and passes it on), else anywhere in the low 64 KiB.
+fn target16(rng: &mut Rng) -> u64 {
+    if rng.one_in(2) {
+        rng.below(0x1000)
+    } else {
+        rng.below(0x1_0000)
+    }
+}
+
+/// Variant label of a 0x66 near branch on this CPU.
+fn branch16_label() -> &'static str {
+    if branch16_honoured() {
+        ", 16-bit (AMD)"
+    } else {
+        ", 0x66 ignored (Intel)"
+    }
+}
+
 /// The offsets a form is swept over.
 pub fn offsets(form: &Form) -> Vec<u64> {
     let lim = limit(form.writes || matches!(form.family, Family::Stack));
@@ -669,6 +688,12 @@ pub fn build(ctx: &Ctx, form: &Form, off: u64, rng: &mut Rng) -> Option<Case> {
             Family::String => string(ctx, form, off, rng),
             Family::Xlat => xlat(ctx, off, rng),
         };
+        // A target outside the arena must be unmapped (the run ends with the fetch fault
+        // there): never run whatever this process may have mapped at a low address.
+        let c = c.filter(|c| {
+            c.target
+                .is_none_or(|t| ctx.targets.contains(&t) || !crate::run::mapped(t))
+        });
         if c.is_some() {
             return c;
         }
@@ -844,7 +869,11 @@ fn explicit(ctx: &Ctx, form: &Form, off: u64, rng: &mut Rng) -> Option<Case> {
         native_mem.3,
         native_mem.4,
     );
-    let target = if matches!(mnemonic, Mnemonic::Jmp | Mnemonic::Call) {
+    // call/jmp r/m16 where the CPU honours 0x66 (AMD): the target is the 2 bytes at the operand,
+    // chosen once the state is known (below); elsewhere a landing address in the arena.
+    let branch16 = is_branch16(code);
+    let amd16 = branch16 && branch16_honoured();
+    let target = if matches!(mnemonic, Mnemonic::Jmp | Mnemonic::Call) && !amd16 {
         Some(rng.pick(&ctx.targets))
     } else {
         None
@@ -1001,6 +1030,21 @@ fn explicit(ctx: &Ctx, form: &Form, off: u64, rng: &mut Rng) -> Option<Case> {
     if ea(&regs) != off {
         return None;
     }
+    let target = if amd16 {
+        // A 16-bit target (often in page 0): put it in the operand's bytes when they are GPR
+        // bytes the addressing does not need, else take what the image holds there.
+        let want = target16(rng);
+        let mut r = regs;
+        if force_image(ctx, &mut r, rflags, len, off, &want.to_le_bytes()[..2]) {
+            place(&mut r);
+            if ea(&r) == off && r[4] == ctx.stack {
+                regs = r;
+            }
+        }
+        Some(image_value(ctx, &regs, rflags, len, off, 2))
+    } else {
+        target
+    };
     let mut variant = mode.label().to_string();
     if map_instr.has_lock_prefix() {
         variant.push_str("+lock");
@@ -1010,6 +1054,9 @@ fn explicit(ctx: &Ctx, form: &Form, off: u64, rng: &mut Rng) -> Option<Case> {
         Prefix::Rex2 => variant.push_str("+rex2"),
         Prefix::Pad15 => variant.push_str("+15byte"),
         Prefix::None => {}
+    }
+    if branch16 {
+        variant.push_str(branch16_label());
     }
     Some(Case {
         map_code,
@@ -1031,6 +1078,15 @@ fn explicit(ctx: &Ctx, form: &Form, off: u64, rng: &mut Rng) -> Option<Case> {
     })
 }
 
+/// Where a 16-bit branch target is read from, once the encoding's length is known.
+#[derive(Clone, Copy)]
+enum TargetAt {
+    /// The image at this map offset.
+    Image(u64),
+    /// The compared ordinary memory at this index.
+    Memory(u64),
+}
+
 /// A case for a stack instruction with rsp (leave: rbp) at map offset `v`.
 fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
     use Code as C;
@@ -1049,6 +1105,15 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
     regs[4] = v;
     reloc_in[4] = Reloc::Full;
     reloc_out[4] = Reloc::Full;
+    // 0x66 near branches where the CPU honours the prefix (AMD): 2-byte slots and 16-bit
+    // targets, read from the state once the encoding's length is known (`target_at`).
+    let amd16 = is_branch16(code) && branch16_honoured();
+    let mut target_at: Option<TargetAt> = None;
+    // Bytes built by hand (the same for both runs), for encodings iced-x86 does not produce.
+    let mut raw: Option<Vec<u8>> = None;
+    if is_branch16(code) {
+        variant.push_str(branch16_label());
+    }
     match code {
         C::Push_r64 | C::Push_r16 => {
             let r = rng.below(16) as usize;
@@ -1160,6 +1225,103 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
             target = Some(t);
             writes.push((v - 8, 8));
         }
+        C::Call_rel16 if amd16 => {
+            // 66 e8 cw: target = (next rip + rel16) mod 2^16; the return address is pushed as
+            // its low 2 bytes.
+            let t = target16(rng);
+            let rel = t.wrapping_sub(ctx.code + 4) as u16;
+            raw = Some(vec![0x66, 0xE8, rel as u8, (rel >> 8) as u8]);
+            native_instr = instr;
+            target = Some(t);
+            writes.push((v - n, n));
+        }
+        C::Call_rel16 => {
+            // Intel: 66 e8 cd, a call rel32 with an ignored prefix.
+            let t = rng.pick(&ctx.targets);
+            let rel = t.wrapping_sub(ctx.code + 6) as u32;
+            let mut b = vec![0x66, 0xE8];
+            b.extend(rel.to_le_bytes());
+            raw = Some(b);
+            native_instr = instr;
+            target = Some(t);
+            writes.push((v - 8, 8));
+        }
+        C::Call_rm16 => {
+            // 66 ff /2: like call r/m64 below, with 2-byte target and push where the CPU
+            // honours 0x66, 8-byte ones where it ignores it.
+            let t = rng.pick(&ctx.targets);
+            target = (!amd16).then_some(t);
+            writes.push((v - n, n));
+            instr.set_op_kind(0, OpKind::Memory);
+            native_instr = instr;
+            match rng.below(3) {
+                0 => {
+                    let r = loop {
+                        let r = rng.below(16) as usize;
+                        if r != 4 {
+                            break r;
+                        }
+                    };
+                    instr.set_op_kind(0, OpKind::Register);
+                    instr.set_op_register(0, gpr(r, 2));
+                    native_instr = instr;
+                    if amd16 {
+                        let t = target16(rng);
+                        set_low(&mut regs[r], 2, t);
+                        target = Some(t);
+                    } else {
+                        regs[r] = t;
+                    }
+                    variant.push_str(", target in register");
+                }
+                1 => {
+                    let m = rng.below(IMAGE_LEN as u64 - n + 1);
+                    set_memory(
+                        &mut instr,
+                        Register::None,
+                        Register::None,
+                        1,
+                        m,
+                        8,
+                        Register::None,
+                    );
+                    set_memory(
+                        &mut native_instr,
+                        Register::None,
+                        Register::None,
+                        1,
+                        nb + m,
+                        8,
+                        Register::None,
+                    );
+                    variant.push_str(", target in map");
+                    if amd16 {
+                        target_at = Some(TargetAt::Image(m));
+                    } else {
+                        writes.push((u64::MAX, m));
+                    }
+                }
+                _ => {
+                    let m = ctx.mem + n * rng.below(MEMORY_LEN as u64 / n);
+                    set_memory(
+                        &mut instr,
+                        Register::None,
+                        Register::None,
+                        1,
+                        m,
+                        8,
+                        Register::None,
+                    );
+                    native_instr = instr;
+                    variant.push_str(", target in memory");
+                    if amd16 {
+                        target_at = Some(TargetAt::Memory(m - ctx.mem));
+                    } else {
+                        writes.push((u64::MAX - 1, m - ctx.mem));
+                    }
+                }
+            }
+        }
         C::Call_rm64 => {
             let t = rng.pick(&ctx.targets);
             target = Some(t);
@@ -1221,8 +1383,8 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
                 }
             }
         }
-        C::Retnq | C::Retnq_imm16 => {
-            if code == C::Retnq_imm16 {
+        C::Retnq | C::Retnq_imm16 | C::Retnw | C::Retnw_imm16 => {
+            if matches!(code, C::Retnq_imm16 | C::Retnw_imm16) {
                 instr.set_op_kind(0, OpKind::Immediate16);
                 let imm = if rng.one_in(2) {
                     rng.below(64)
@@ -1232,7 +1394,11 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
                 instr.set_immediate_u64(0, imm);
             }
             native_instr = instr;
-            target = Some(rng.pick(&ctx.targets));
+            if amd16 {
+                target_at = Some(TargetAt::Image(v));
+            } else {
+                target = Some(rng.pick(&ctx.targets));
+            }
         }
         C::Enterq_imm16_imm8 | C::Enterw_imm16_imm8 => {
             let level = match rng.below(4) {
@@ -1310,13 +1476,32 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
         }
         _ => return None,
     }
-    let map_code = encode(&instr, ctx.code)?;
-    let native_code = encode(&native_instr, ctx.code)?;
+    let (map_code, native_code) = match raw {
+        Some(b) => (b.clone(), b),
+        None => (encode(&instr, ctx.code)?, encode(&native_instr, ctx.code)?),
+    };
     if map_code.len() != native_code.len() {
         return None;
     }
     let len = map_code.len();
     let mut memory = random_memory(rng);
+    // A 16-bit target read from the state: chosen (where the bytes can be set) or as found.
+    match target_at {
+        Some(TargetAt::Image(m)) => {
+            let want = target16(rng);
+            let mut r = regs;
+            if force_image(ctx, &mut r, rflags, len, m, &want.to_le_bytes()[..2]) && r[4] == v {
+                regs = r;
+            }
+            target = Some(image_value(ctx, &regs, rflags, len, m, 2));
+        }
+        Some(TargetAt::Memory(i)) => {
+            let i = i as usize;
+            memory[i..i + 2].copy_from_slice(&target16(rng).to_le_bytes()[..2]);
+            target = Some(u64::from(u16::from_le_bytes([memory[i], memory[i + 1]])));
+        }
+        None => {}
+    }
     // Constructed values that need the encoding's length.
     if let Some(i) = writes.iter().position(|w| w.0 >= u64::MAX - 1) {
         let (kind, m) = writes.remove(i);
@@ -1330,7 +1515,7 @@ fn stack(ctx: &Ctx, form: &Form, v: u64, rng: &mut Rng) -> Option<Case> {
         }
     }
     match code {
-        C::Retnq | C::Retnq_imm16 => {
+        C::Retnq | C::Retnq_imm16 | C::Retnw | C::Retnw_imm16 if !amd16 => {
             let t = target?;
             if !force_image(ctx, &mut regs, rflags, len, v, &t.to_le_bytes()) || regs[4] != v {
                 return None;

@@ -6,12 +6,19 @@
 //! - **fault**: the instruction with its operand in page 0, on the CPU, through `of`'s SIGSEGV
 //!   handler (real faults; run-ahead as configured).
 //! - **emulate**: the same bytes through `of_core::emulate::emulate` on an
-//!   `of_core::RegisterFile` (no faults; used for the bulk of the states).
+//!   `of_core::RegisterFile` (no faults; used for the bulk of the states), then run-ahead over
+//!   the rest of the case's bytes (as the fault path does).
+//!
+//! A control transfer to an address where nothing is mapped (AMD's 16-bit near branches land
+//! in the low 64 KiB) ends the native and fault runs with SIGSEGV at that address, after the
+//! branch retired; the emulate run reports the same when its final rip is not mapped (the CPU
+//! would fetch there next).
 
 use crate::arena::{Arena, MEMORY_LEN};
 use crate::case::{Case, Ctx};
 use crate::model::{self, DF, RFLAGS_FIXED, Regs, STATUS};
-use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use iced_x86::{ConstantOffsets, Decoder, Formatter, Instruction, IntelFormatter};
+use of_core::decode::Vendor;
 use of_core::emulate::{EmulationError, Exception};
 
 /// The observable result of a run.
@@ -24,7 +31,8 @@ pub struct Outcome {
     pub rip: u64,
     /// rflags (only the status flags and DF are compared).
     pub rflags: u64,
-    /// 0, or the signal raised (SIGFPE for #DE).
+    /// 0, or the signal raised (SIGFPE for #DE; SIGSEGV for a fetch from an unmapped address
+    /// after the code retired, with `rip` that address).
     pub signal: i32,
     /// The compared ordinary memory.
     pub memory: [u8; MEMORY_LEN],
@@ -39,9 +47,10 @@ pub enum RunKind {
     Emulate,
 }
 
-/// Intel-syntax text of `bytes` decoded at `ip`.
+/// Intel-syntax text of `bytes` decoded at `ip`, as this CPU reads them (0x66 near branches
+/// are 16-bit on AMD).
 pub fn disassemble(bytes: &[u8], ip: u64) -> String {
-    let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+    let mut d = Decoder::with_ip(64, bytes, ip, Vendor::host().decoder_options());
     let instr = d.decode();
     let mut out = String::new();
     IntelFormatter::new().format(&instr, &mut out);
@@ -77,12 +86,20 @@ impl Runner {
             .set_image(&ctx.image(&case.regs, case.rflags, len));
         self.arena.set_memory(&case.memory);
         let regs: [u64; 16] = std::array::from_fn(|i| case.reloc_in[i].apply(case.regs[i], ctx.nb));
-        let landing = case.target.unwrap_or(ctx.code + len as u64);
+        // A target outside the landing zone (a 16-bit one) gets no stub: the run ends with the
+        // fetch fault there; the stub after the instruction is never reached.
+        let landing = case
+            .target
+            .filter(|&t| self.arena.can_land(t, len))
+            .unwrap_or(ctx.code + len as u64);
         let exit = self
             .arena
             .run(&case.native_code, landing, regs, case.rflags);
         let image = self.arena.image();
-        let relocs = if exit.signal == 0 {
+        // A fetch fault comes after the instruction retired; #DE (SIGFPE) and traps leave the
+        // registers as the instruction found them.
+        let retired = exit.signal == 0 || exit.signal == libc::SIGSEGV;
+        let relocs = if retired {
             &case.reloc_out
         } else {
             &case.reloc_in
@@ -92,7 +109,7 @@ impl Runner {
             rip: exit.landed,
             rflags: exit.rflags,
         };
-        if exit.signal == 0 {
+        if retired {
             for &(off, n) in &case.writes {
                 let mut bytes = image[off as usize..(off + n) as usize].to_vec();
                 for &p in &case.pointer_data {
@@ -105,18 +122,30 @@ impl Runner {
                 model::overlay(&mut r, off, &bytes);
             }
         }
+        let mut signal = exit.signal;
+        if retired && r.rip != exit.landed {
+            // A store to the rip slot (a push onto it) moved the landing address after the
+            // branch: the CPU fetches there next, and faults if nothing is mapped there.
+            signal = if mapped(r.rip) { 0 } else { libc::SIGSEGV };
+        }
         Outcome {
             gpr: r.gpr,
             rip: r.rip,
             rflags: r.rflags,
-            signal: exit.signal,
+            signal,
             memory: self.arena.memory(),
         }
     }
 
-    /// Whether the fault run can be made: its landing address can hold a stub.
+    /// Whether the fault run can be made: its landing address can hold a stub, or the run ends
+    /// with a signal the arena's catcher records (#DE, or a fetch fault at a canonical user
+    /// address: elsewhere the fetch raises #GP, which is not recorded).
     pub fn can_fault_run(&self, case: &Case, expected: &Outcome) -> bool {
-        expected.signal != 0 || self.arena.can_land(expected.rip, case.map_code.len())
+        match expected.signal {
+            0 => self.arena.can_land(expected.rip, case.map_code.len()),
+            libc::SIGSEGV => expected.rip < 1 << 47,
+            _ => true,
+        }
     }
 
     /// The fault run (requires [`Runner::can_fault_run`]).
@@ -158,13 +187,29 @@ impl Runner {
         };
         let (instr, offsets) = of_core::decode::decode(&case.map_code, ctx.code)
             .map_err(|e| format!("decode error {e:?}"))?;
-        let signal = match of_core::emulate(&mut rf, &instr, &case.map_code, &offsets, None) {
+        let mut signal = match of_core::emulate(&mut rf, &instr, &case.map_code, &offsets, None) {
             Ok(()) => 0,
             Err(EmulationError::Exception(Exception::DivideError)) => libc::SIGFPE,
             Err(EmulationError::Exception(e)) => return Err(format!("raised {e:?}")),
             Err(EmulationError::Unsupported(r)) => return Err(format!("refused: {r}")),
             Err(EmulationError::NotOurs(w)) => return Err(format!("not ours: {w:?}")),
         };
+        if signal == 0 {
+            // What the handler does next: run ahead, here over the case's bytes after the first
+            // instruction (a landing on the first instruction itself is compared as a landing
+            // address, as in the native run, not executed again).
+            let mut code = CaseCode {
+                base: ctx.code,
+                skip: instr.len(),
+                bytes: &case.map_code,
+            };
+            of_core::emulate::runahead::run(&mut rf, &mut code, 64);
+            // The CPU fetches the next instruction at rip: nothing mapped there is a SIGSEGV
+            // at rip (the native and fault runs see the same fault).
+            if !mapped(rf.rip) {
+                signal = libc::SIGSEGV;
+            }
+        }
         Ok(Outcome {
             gpr: rf.gpr,
             rip: rf.rip,
@@ -173,6 +218,59 @@ impl Runner {
             memory: rf.memory,
         })
     }
+}
+
+/// The bytes of a case after its first instruction, as run-ahead's code source: only they can
+/// be fetched.
+struct CaseCode<'a> {
+    base: u64,
+    skip: usize,
+    bytes: &'a [u8],
+}
+
+impl of_core::emulate::runahead::CodeSource for CaseCode<'_> {
+    fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+        let Some(off) = rip.checked_sub(self.base) else {
+            return 0;
+        };
+        if off < self.skip as u64 {
+            return 0;
+        }
+        let rest = self.bytes.get(off as usize..).unwrap_or(&[]);
+        let n = rest.len().min(15);
+        buf[..n].copy_from_slice(&rest[..n]);
+        n
+    }
+
+    fn decode(
+        &mut self,
+        bytes: &[u8; 16],
+        n: usize,
+        rip: u64,
+    ) -> Option<(Instruction, ConstantOffsets)> {
+        of_core::decode::decode(&bytes[..n], rip).ok()
+    }
+
+    fn signal_pending(&mut self) -> bool {
+        false
+    }
+}
+
+/// Whether `addr` is mapped in this process (a one-byte `process_vm_readv` of our own memory,
+/// which fails instead of faulting).
+pub fn mapped(addr: u64) -> bool {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: reads one byte of this process into `byte`; an unmapped address fails (EFAULT).
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == 1
 }
 
 const NAMES: [&str; 16] = [

@@ -76,6 +76,36 @@ fn operand_value<M: Machine + ?Sized>(
 /// w.apply(&mut m);
 /// assert_eq!((m.rip, m.gpr[4]), (0xC, 0x40));
 /// ```
+///
+/// Near branches with 0x66 as AMD executes them (16-bit operand size; Intel ignores the
+/// prefix, see [`crate::decode::Vendor`]):
+///
+/// ```
+/// use of_core::decode::{Vendor, decode_for};
+/// use of_core::emulate::{operands::MapWrites, stack};
+/// use of_core::RegisterFile;
+///
+/// let mut m = RegisterFile::default();
+/// let mut w = MapWrites::default();
+/// m.gpr[1] = 0xAAAA_0000_0000_1234; // rcx: cx = 0x1234
+/// m.gpr[4] = 0x40; // rsp: r8's slot
+/// // call word ptr [8] (66 ff 14 25 08 00 00 00): the target is cx, zero-extended; the
+/// // return address is pushed as 2 bytes (the low 16 bits of rip) at rsp - 2 = 0x3e.
+/// let bytes = [0x66, 0xFF, 0x14, 0x25, 0x08, 0x00, 0x00, 0x00];
+/// let (call, _) = decode_for(&bytes, 0x40_ABCD, Vendor::Amd).unwrap();
+/// m.rip = call.next_ip(); // 0x40abd5
+/// stack::execute(&mut m, &call, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!((m.rip, m.gpr[4]), (0x1234, 0x3E));
+/// assert_eq!(m.gpr[7] >> 48, 0xABD5); // the top two bytes of rdi (0x3e..0x40)
+///
+/// // ret (66 c3) pops those 2 bytes: rip = 0xabd5, rsp back to 0x40.
+/// let (ret, _) = decode_for(&[0x66, 0xC3], 0x1234, Vendor::Amd).unwrap();
+/// m.rip = ret.next_ip();
+/// stack::execute(&mut m, &ret, &mut w).unwrap();
+/// w.apply(&mut m);
+/// assert_eq!((m.rip, m.gpr[4]), (0xABD5, 0x40));
+/// ```
 pub fn execute<M: Machine + ?Sized>(
     m: &mut M,
     instr: &Instruction,
@@ -132,6 +162,8 @@ pub fn execute<M: Machine + ?Sized>(
             m.set_rflags((old & !mask) | (v & mask));
         }
         Mnemonic::Call => {
+            // With 0x66 (decoded so only on AMD: call rel16 / call r/m16) the target is 16 bits,
+            // zero-extended, and the pushed return address is the low 16 bits of rip.
             let n = (-inc) as u64;
             let target = operand_value(m, instr, 0, n)?;
             let new = rsp.wrapping_sub(n);
@@ -140,17 +172,21 @@ pub fn execute<M: Machine + ?Sized>(
             m.set_rip(target);
         }
         Mnemonic::Jmp => {
-            let target = operand_value(m, instr, 0, 8)?;
+            // jmp r/m16 (0x66, decoded so only on AMD): a 16-bit target, zero-extended.
+            let n = if instr.code() == Code::Jmp_rm16 { 2 } else { 8 };
+            let target = operand_value(m, instr, 0, n)?;
             m.set_rip(target);
         }
         Mnemonic::Ret => {
-            let target = operands::load_value(m, rsp, 8)?;
+            // ret with 0x66 (decoded so only on AMD) pops 2 bytes into ip, zero-extended.
+            let n = ret_size(instr);
+            let target = operands::load_value(m, rsp, n)?;
             let extra = if instr.op_count() > 0 {
                 u64::from(instr.immediate16())
             } else {
                 0
             };
-            m.set_gpr(4, rsp.wrapping_add(8).wrapping_add(extra));
+            m.set_gpr(4, rsp.wrapping_add(n).wrapping_add(extra));
             m.set_rip(target);
         }
         Mnemonic::Leave => {
@@ -173,6 +209,34 @@ pub fn execute<M: Machine + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Bytes a near `ret` pops: 2 for `ret`/`ret imm16` with a 16-bit operand size (`66 C3`,
+/// `66 C2 iw`), 8 otherwise.
+///
+/// Only AMD CPUs honour 0x66 on a near return in 64-bit mode (AMD APM Vol. 3, RET (Near):
+/// "the operand size ... 16 bits"; Intel SDM Vol. 2B, RET: the operand size is forced to 64
+/// bits), and [`crate::decode::decode`] decodes `66 C3` as the 16-bit form only on AMD, so the
+/// size follows the CPU the program runs on.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::{Vendor, decode_for};
+/// use of_core::emulate::stack::ret_size;
+///
+/// let amd = decode_for(&[0x66, 0xC3], 0x40_0000, Vendor::Amd).unwrap().0;
+/// let intel = decode_for(&[0x66, 0xC3], 0x40_0000, Vendor::Intel).unwrap().0;
+/// assert_eq!((ret_size(&amd), ret_size(&intel)), (2, 8));
+/// // REX.W wins over 0x66 on both.
+/// let w = decode_for(&[0x66, 0x48, 0xC3], 0x40_0000, Vendor::Amd).unwrap().0;
+/// assert_eq!(ret_size(&w), 8);
+/// ```
+pub fn ret_size(instr: &Instruction) -> u64 {
+    match instr.code() {
+        Code::Retnw | Code::Retnw_imm16 => 2,
+        _ => 8,
+    }
 }
 
 /// ENTER imm16, imm8 in 64-bit mode (Intel SDM Vol. 2A, ENTER, "Operation"), operand size 64
