@@ -692,7 +692,10 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
                     break;
                 };
                 let kind = table::classify(&instr);
-                let has_memory = matches!(kind, Kind::Stack | Kind::String)
+                // A near `jmp rel` is classified with the stack family (its `jmp r/m` forms
+                // read memory) but touches neither the stack nor memory.
+                let has_memory = kind == Kind::String
+                    || (kind == Kind::Stack && !instr.is_jmp_short_or_near())
                     || (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
                         && kind != Kind::NoAccess;
                 let fast = predecode(&instr);
