@@ -133,7 +133,8 @@ impl Features {
             F::XSAVEC => std::arch::is_x86_feature_detected!("xsavec"),
             F::XSAVEOPT => std::arch::is_x86_feature_detected!("xsaveopt"),
             F::XSAVES => std::arch::is_x86_feature_detected!("xsaves"),
-            _ => false,
+            // AVX-512 and the rest: what `of` itself detects (CPUID and the OS's XCR0).
+            _ => of_core::cpu::get().has(f),
         }
     }
 }

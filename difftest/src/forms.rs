@@ -2,7 +2,7 @@
 //! general-purpose integer instructions, and how each integer form is exercised.
 //!
 //! Selection (also printed at the top of the coverage table): every `Code` that is an
-//! instruction, is valid in 64-bit mode, has a legacy or VEX encoding, and either has an explicit
+//! instruction, is valid in 64-bit mode, has a legacy, VEX or EVEX encoding, and either has an explicit
 //! memory operand (ModRM memory, `moffs`, VSIB, MIB/SIB-memory), an implicit `[rsi]`/`[rdi]`/
 //! `[rbx + al]` operand (string instructions, `xlat`), or an implicit stack access (iced-x86's
 //! `is_stack_instruction`).
@@ -222,7 +222,10 @@ pub fn selected(code: Code) -> bool {
     let op = code.op_code();
     if !op.is_instruction()
         || !op.mode64()
-        || !matches!(op.encoding(), EncodingKind::Legacy | EncodingKind::VEX)
+        || !matches!(
+            op.encoding(),
+            EncodingKind::Legacy | EncodingKind::VEX | EncodingKind::EVEX
+        )
     {
         return false;
     }

@@ -1,4 +1,4 @@
-//! Prints the coverage table (Markdown): every iced-x86 `Mnemonic` with a legacy or VEX
+//! Prints the coverage table (Markdown): every iced-x86 `Mnemonic` with a legacy, VEX or EVEX
 //! encoding that can touch the register map, its category, status and the number of
 //! differential cases run.
 //!
@@ -214,7 +214,7 @@ fn main() {
     let _ = writeln!(
         w,
         "Every iced-x86 `Code` (one encoding) that is an instruction valid in 64-bit mode, has a legacy \
-         or VEX encoding (no EVEX, XOP, MVEX or 3DNow!), and either has an explicit memory operand \
+         VEX or EVEX encoding (no XOP, MVEX or 3DNow!), and either has an explicit memory operand \
          (ModRM memory, `moffs`, VSIB, MIB or SIB memory), an implicit `[rsi]`/`[rdi]`/`[rbx+al]` operand \
          (string instructions, `xlat`), or an implicit stack access (iced-x86's `is_stack_instruction`). \
          Rows are iced-x86 `Mnemonic`s; a mnemonic's encodings can fall into different categories.\n"
@@ -226,7 +226,7 @@ fn main() {
     );
     let _ = writeln!(
         w,
-        "- **vector / state**: an MMX/XMM/YMM/ZMM, mask, bound or tile register, VSIB/MIB memory, or an SSE/AVX/AMX/AES/SHA/MPX/XSAVE/FXSR feature. Every legacy-SSE and VEX form with a memory operand that this CPU implements is differential-tested by `difftest::vector`: run natively on a buffer holding the register image, through `of_core::emulate` and (one case in ten) through the map with real faults, from random ymm0..ymm15 (special floating-point values included), GPRs, flags and MXCSR (rounding, FTZ/DAZ, AMD's misaligned-SSE bit, unmasked exceptions); ymm0..15, GPRs, status flags and DF, MXCSR and the exception raised (#GP, #XM) must agree, at aligned and unaligned offsets of the whole map (reads 0x00..0x204, writes to every writable byte). Status says how `of` executes the form: *data movement* (emulated in Rust) or *host register form* (the same instruction with a register operand run on the CPU). Other encodings here are probed once with `of_core::emulate`: MMX, EVEX, x87 state, XSAVE and gathers are refused with the diagnostic."
+        "- **vector / state**: an MMX/XMM/YMM/ZMM, mask, bound or tile register, VSIB/MIB memory, or an SSE/AVX/AMX/AES/SHA/MPX/XSAVE/FXSR feature. Every legacy-SSE, VEX and EVEX form with a memory operand that this CPU implements is differential-tested by `difftest::vector`: run natively on a buffer holding the register image, through `of_core::emulate` and (one case in ten, and every case whose unselected elements lie in a hole of the map) through the map with real faults, from random zmm0..zmm31 (ymm0..15 without AVX-512; special floating-point values included), k0..k7, GPRs, flags and MXCSR (rounding, FTZ/DAZ, AMD's misaligned-SSE bit, unmasked exceptions), with random opmasks, zeroing-masking and embedded broadcast on EVEX forms and `[base + disp]` addressing with compressed disp8*N; all vector registers, k0..7, GPRs, status flags and DF, MXCSR and the exception raised (#GP, #XM) must agree, at aligned and unaligned offsets of the whole map (reads 0x00..0x204, writes to every writable byte). Status says how `of` executes the form: *data movement* (emulated in Rust) or *host register form* (the same instruction with a register operand run on the CPU). Forms whose CPUID features this CPU lacks are *not executable here* and untested. Other encodings here are probed once with `of_core::emulate`: MMX, x87 state, XSAVE, gathers and scatters are refused with the diagnostic."
     );
     let _ = writeln!(
         w,
@@ -391,7 +391,7 @@ fn main() {
             for c in untested {
                 if forms::is_branch16(*c) {
                     status.push(format!(
-                        "`{}` not tested: 16-bit near branch (0x66), vendor-dependent (AMD truncates rip to 16 bits; `of` decodes it as Intel does)",
+                        "`{}` not tested: 16-bit near branch (0x66), vendor-dependent",
                         c.op_code().op_code_string()
                     ));
                 } else {

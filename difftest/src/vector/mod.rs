@@ -298,9 +298,11 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
                 continue; // an operand combination iced-x86 cannot encode
             };
             assert_eq!(mb.len(), nb.len(), "{name}: encodings differ in length");
-            let written = (f.access == OpAccess::Write && !masked)
-                .then(|| off as usize..(off as usize + size).min(0x204));
-            let mut want = native(&a, &s_native, &nb, written);
+            // A masked store writes the selected elements only: found by running it twice.
+            let store = f.mem_op == 0 && is_write(f.access);
+            let range = off as usize..(off as usize + size).min(0x204);
+            let written = (f.access == OpAccess::Write || (store && masked)).then_some(range);
+            let mut want = native(&a, &s_native, &nb, written, store && masked);
             if let Some(n) = base {
                 // The base register is not written by the instruction: it keeps the map
                 // offset on the other side.

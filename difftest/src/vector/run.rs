@@ -41,16 +41,33 @@ fn outcome(a: &Arena) -> Outcome {
 
 /// Native run: the expected outcome. `written` is the image range an unconditional store
 /// writes (its bytes apply even when equal to the old image, since the instruction may also
-/// have changed the register behind them, like MXCSR's flags); conditional stores (masked
-/// moves, which change no register) apply the bytes that changed.
+/// have changed the register behind them, like MXCSR's flags). With `probe_stores`, the bytes
+/// a conditional (masked) store writes are found by running it a second time over an image
+/// whose bytes in `written` are all inverted: a byte is stored if either run changed it.
+/// Otherwise only the bytes that changed apply.
 pub fn native(
     a: &Arena,
     s: &State,
     bytes: &[u8],
     written: Option<std::ops::Range<usize>>,
+    probe_stores: bool,
 ) -> Outcome {
     let next = a.code_addr() + bytes.len() as u64;
     let before = image(s, next);
+    let mut also = [false; 0x204];
+    if let (true, Some(w)) = (probe_stores, written.clone()) {
+        let mut inverted = before;
+        for i in w.clone() {
+            inverted[i] = !inverted[i];
+        }
+        *a.image() = inverted;
+        load_block(a, s);
+        a.run(bytes);
+        let after = *a.image();
+        for i in w {
+            also[i] = after[i] != inverted[i];
+        }
+    }
     *a.image() = before;
     load_block(a, s);
     a.run(bytes);
@@ -59,9 +76,12 @@ pub fn native(
     // Stores into the image apply to the registers last: start from the image of the
     // registers as the instruction left them and overlay the bytes it stored.
     // An instruction that raised an exception stored nothing.
-    let written = written.filter(|_| o.signal.0 == 0);
-    let stored =
-        |i: usize| before[i] != after[i] || written.as_ref().is_some_and(|w| w.contains(&i));
+    let written = written.filter(|_| o.signal.0 == 0 && !probe_stores);
+    let stored = |i: usize| {
+        before[i] != after[i]
+            || (o.signal.0 == 0 && also[i])
+            || written.as_ref().is_some_and(|w| w.contains(&i))
+    };
     let mut merged = image(&o.state, next);
     let mut any = [false; 0x204];
     for i in 0..0x204 {
