@@ -6,7 +6,7 @@
 //! that this CPU implements (CPUID and the OS's XCR0: EVEX forms only where AVX-512 is enabled,
 //! each AVX-512 subset only where the CPU reports it; the others are listed as skipped with the
 //! missing features) and that `of` classifies as vector data movement or vector host
-//! execution (see [`forms::forms`]); the test fails if any vector form with a memory operand is
+//! execution (see `forms::forms`); the test fails if any vector form with a memory operand is
 //! refused, except the refusals listed in `EXPECTED_REFUSALS`.
 //!
 //! Each case draws a random state — all vector registers (zmm0..zmm31 with AVX-512, else
