@@ -6,12 +6,14 @@
 
 use std::arch::asm;
 
+/// Whether `of` emulates AVX512F/BW/VL here (the CPU has them, the OS enabled them, and
+/// `OF_CPU_HIDE` does not hide them).
 fn avx512() -> bool {
-    let ok = std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl");
+    use iced_x86::CpuidFeature as F;
+    let cpu = of::engine::cpu::get();
+    let ok = cpu.has(F::AVX512F) && cpu.has(F::AVX512BW) && cpu.has(F::AVX512VL);
     if !ok {
-        eprintln!("skipped: this CPU lacks AVX512F/BW/VL");
+        eprintln!("skipped: this CPU lacks AVX512F/BW/VL (or OF_CPU_HIDE hides them)");
     }
     ok
 }
@@ -202,7 +204,7 @@ fn glibc_memcpy_of_0x90_map_bytes_faults_no_more_with_evex() {
         memcpy_child();
         return;
     }
-    if !avx512() || !std::arch::is_x86_feature_detected!("avx2") {
+    if !avx512() || !of::engine::cpu::get().has(iced_x86::CpuidFeature::AVX2) {
         return;
     }
     let evex = memcpy_faults(None);

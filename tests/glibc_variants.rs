@@ -116,12 +116,16 @@ fn has_feature(name: &str) -> bool {
     if std::env::var("OF_GLIBC_VARIANTS_HIDE").is_ok_and(|h| h.split(',').any(|f| f == name)) {
         return false;
     }
+    // What `of` sees (CPUID and the OS's XCR0, minus what OF_CPU_HIDE hides): the variants
+    // whose instructions it would refuse are skipped.
+    use iced_x86::CpuidFeature as F;
+    let cpu = of::engine::cpu::get();
     match name {
-        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-        "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+        "avx512f" => cpu.has(F::AVX512F),
+        "avx512vl" => cpu.has(F::AVX512VL),
+        "avx512bw" => cpu.has(F::AVX512BW),
+        "avx2" => cpu.has(F::AVX2),
+        "bmi2" => cpu.has(F::BMI2),
         other => panic!("unknown feature {other}"),
     }
 }
@@ -554,8 +558,12 @@ fn build(root: &Path, target_dir: &Path) -> Vec<(String, PathBuf)> {
 
 fn run(exe: &Path, hwcaps: Option<&str>) -> Result<String, String> {
     let mut cmd = Command::new(exe);
-    cmd.env_remove("GLIBC_TUNABLES")
-        .env_remove("OF_STRINGS_FULL");
+    cmd.env_remove("OF_STRINGS_FULL");
+    // The default variant is what glibc picks by itself, except when OF_CPU_HIDE makes `of`
+    // act as on an older CPU: then glibc is told the same through the inherited GLIBC_TUNABLES.
+    if std::env::var_os("OF_CPU_HIDE").is_none() {
+        cmd.env_remove("GLIBC_TUNABLES");
+    }
     if let Some(h) = hwcaps {
         cmd.env("GLIBC_TUNABLES", format!("glibc.cpu.hwcaps={h}"));
     }

@@ -9,6 +9,9 @@
 //! makes that call, so the signal handler normally finds the values ready. A call that finds
 //! them not yet published (the first use raced with another thread, or nothing installed the
 //! handler) computes its own copy instead of waiting, so no caller ever spins on another thread.
+//!
+//! `OF_CPU_HIDE=avx512` (or `avx2`, `avx`) in the environment makes `of` behave as on a CPU
+//! without those extensions (a test aid; see `hidden_from_env`).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -139,6 +142,28 @@ impl Cpu {
         } else {
             0
         };
+        let amd = l0.ebx == 0x6874_7541 && l0.edx == 0x6974_6E65 && l0.ecx == 0x444D_4163;
+        let hidden = hidden_from_env();
+        let (mut l1c, mut l7b, mut l7c, mut l7d, mut l71a, mut xcr0) =
+            (l1.ecx, l7.ebx, l7.ecx, l7.edx, l7_1.eax, xcr0);
+        if hidden & (HIDE_AVX512 | HIDE_AVX2 | HIDE_AVX) != 0 {
+            // AVX512F and every subset (leaf 7 EBX bits 16..31 but SHA and ADX/SMAP/CLFLUSHOPT/
+            // CLWB, ECX's VBMI/VBMI2/VNNI/BITALG/VPOPCNTDQ, EDX's 4VNNIW/4FMAPS/VP2INTERSECT/
+            // FP16, leaf 7.1 EAX's BF16) and the opmask/ZMM state in XCR0.
+            l7b &= !((1 << 16) | (1 << 17) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
+            l7b &= !((1 << 30) | (1 << 31));
+            l7c &= !((1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14));
+            l7d &= !((1 << 2) | (1 << 3) | (1 << 8) | (1 << 23));
+            l71a &= !(1 << 5);
+            xcr0 &= !0b1110_0000;
+        }
+        if hidden & (HIDE_AVX2 | HIDE_AVX) != 0 {
+            l7b &= !(1 << 5);
+        }
+        if hidden & HIDE_AVX != 0 {
+            l1c &= !((1 << 28) | (1 << 12) | (1 << 29)); // AVX, FMA, F16C
+            xcr0 &= !0b100;
+        }
         let mut components = [Component::default(); 8];
         if max >= 0xD {
             for (i, size) in SIZES {
@@ -153,14 +178,13 @@ impl Cpu {
                 }
             }
         }
-        let amd = l0.ebx == 0x6874_7541 && l0.edx == 0x6974_6E65 && l0.ecx == 0x444D_4163;
         Cpu {
-            leaf1_ecx: l1.ecx,
+            leaf1_ecx: l1c,
             leaf1_edx: l1.edx,
-            leaf7_ebx: l7.ebx,
-            leaf7_ecx: l7.ecx,
-            leaf7_edx: l7.edx,
-            leaf7_1_eax: l7_1.eax,
+            leaf7_ebx: l7b,
+            leaf7_ecx: l7c,
+            leaf7_edx: l7d,
+            leaf7_1_eax: l71a,
             ext1_ecx: e1.ecx,
             ext1_edx: e1.edx,
             xcr0,
@@ -312,6 +336,36 @@ impl Cpu {
     pub fn supports(&self, instr: &iced_x86::Instruction) -> bool {
         instr.code().cpuid_features().iter().all(|&f| self.has(f))
     }
+}
+
+const HIDE_AVX512: u32 = 1;
+const HIDE_AVX2: u32 = 2;
+const HIDE_AVX: u32 = 4;
+
+/// `OF_CPU_HIDE`: a comma-separated list of `avx512`, `avx2`, `avx` (each implies the ones
+/// before it) that `of` then treats as absent, as on a CPU without them: instructions needing
+/// them are refused, host execution uses the narrower trampoline and the XSAVE components are
+/// not touched. A test aid for the paths of older CPUs on a newer one (pair it with glibc's
+/// `GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,...` so the C library does not use them either).
+/// Read when the CPU is first read (at installation).
+fn hidden_from_env() -> u32 {
+    // SAFETY: getenv with a NUL-terminated name; called from `Cpu::read`, which
+    // `signal::install` runs outside any signal handler.
+    let v = unsafe { libc::getenv(c"OF_CPU_HIDE".as_ptr()) };
+    if v.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
+    bytes
+        .split(|&b| b == b',')
+        .map(|w| match w {
+            b"avx512" => HIDE_AVX512,
+            b"avx2" => HIDE_AVX2,
+            b"avx" => HIDE_AVX,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
 }
 
 /// Reads MXCSR_MASK from an `fxsave64` image; 0 there means the default 0xFFBF.
