@@ -4,7 +4,7 @@
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 
-/// Storage for the previous SIGSEGV and SIGBUS actions. Written once by the installing thread
+/// Storage for the previous SIGSEGV, SIGBUS (and, with site patching, SIGTRAP) actions. Written once by the installing thread
 /// before the handler is published (Release), read by handlers after (Acquire).
 ///
 /// # Examples
@@ -22,6 +22,7 @@ use core::mem::MaybeUninit;
 pub struct Previous {
     segv: UnsafeCell<MaybeUninit<libc::sigaction>>,
     bus: UnsafeCell<MaybeUninit<libc::sigaction>>,
+    trap: UnsafeCell<MaybeUninit<libc::sigaction>>,
 }
 
 // SAFETY: written only by the one thread that wins the installation race, before the handler
@@ -41,10 +42,11 @@ unsafe impl Sync for Previous {}
 pub static PREVIOUS: Previous = Previous {
     segv: UnsafeCell::new(MaybeUninit::zeroed()),
     bus: UnsafeCell::new(MaybeUninit::zeroed()),
+    trap: UnsafeCell::new(MaybeUninit::zeroed()),
 };
 
 impl Previous {
-    /// Pointer to the slot for `sig` (SIGSEGV or SIGBUS).
+    /// Pointer to the slot for `sig` (SIGSEGV, SIGBUS or SIGTRAP).
     ///
     /// # Examples
     ///
@@ -58,10 +60,10 @@ impl Previous {
     /// assert_eq!(unsafe { (*bus).sa_sigaction }, PREVIOUS.get(libc::SIGBUS).sa_sigaction);
     /// ```
     pub fn slot(&self, sig: libc::c_int) -> *mut libc::sigaction {
-        if sig == libc::SIGBUS {
-            self.bus.get().cast()
-        } else {
-            self.segv.get().cast()
+        match sig {
+            libc::SIGBUS => self.bus.get().cast(),
+            libc::SIGTRAP => self.trap.get().cast(),
+            _ => self.segv.get().cast(),
         }
     }
 

@@ -155,6 +155,10 @@ fn install_now() -> Result<(), InstallError> {
     if !env.is_null() && unsafe { *env } == b'0' as libc::c_char {
         set_runahead(false);
     }
+    // SAFETY: as above.
+    let patch = unsafe { libc::getenv(c"OF_PATCH".as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    let patch = !patch.is_null() && unsafe { *patch } == b'1' as libc::c_char;
     if !emulate::hostexec::init() {
         return Err(InstallError::ExecutableMemory);
     }
@@ -179,6 +183,10 @@ fn install_now() -> Result<(), InstallError> {
                 });
             }
         }
+    }
+    if patch {
+        // Off silently where the system cannot do it (the fault path works regardless).
+        set_patching(true);
     }
     Ok(())
 }
@@ -349,7 +357,13 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
         });
     }
     let mut bytes = [0u8; 16];
-    let len = fetch(rip, &mut bytes);
+    let mut len = fetch(rip, &mut bytes);
+    let original = crate::patch::original_instruction(rip, &mut bytes);
+    if original {
+        // The CPU ran the site's original instruction, which is now being (or was just)
+        // replaced by a jump: emulate what faulted.
+        len = MAX_INSTRUCTION_LEN;
+    }
     let Ok((instr, offsets)) = crate::icache::decode(&bytes, len, rip) else {
         return Outcome::ChainWithNote(Note {
             instr: None,
@@ -362,6 +376,9 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
             FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
+            if !original {
+                crate::patch::on_emulated_fault(rip, &bytes[..len], &instr);
+            }
             if runahead_enabled() && !unproductive::skip(rip) {
                 let start = rip & !(PAGE_SIZE - 1);
                 let end = (rip + instr.len() as u64 - 1) | (PAGE_SIZE - 1);
@@ -571,6 +588,41 @@ pub fn set_runahead(on: bool) {
 
 /// Run-ahead's view of the interrupted thread's code: only the page(s) the faulting
 /// instruction was fetched from, which the CPU has proven executable.
+/// Turns site patching (SPEC §6, [`crate::patch`]) on or off. Also set by `OF_PATCH=1` in the
+/// environment when the handler is installed. Off by default. Returns whether patching is on
+/// afterwards (turning it on fails where the kernel lacks core-serialising membarriers).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::signal::{patching_enabled, set_patching};
+///
+/// if set_patching(true) {
+///     assert!(patching_enabled());
+/// }
+/// assert!(!set_patching(false));
+/// assert!(!patching_enabled());
+/// ```
+pub fn set_patching(on: bool) -> bool {
+    if on {
+        crate::patch::enable()
+    } else {
+        crate::patch::disable();
+        false
+    }
+}
+
+/// Whether site patching is on (see [`set_patching`]).
+///
+/// # Examples
+///
+/// ```
+/// let _ = of_core::signal::patching_enabled();
+/// ```
+pub fn patching_enabled() -> bool {
+    crate::patch::enabled()
+}
+
 struct FetchedCode {
     start: u64,
     end: u64,

@@ -1,0 +1,130 @@
+//! Memory for generated code, within ±2 GiB of the sites (a `jmp rel32` reaches it and it
+//! jumps back with one). Used by the patcher thread only.
+//!
+//! Chunks are mapped next to the code they serve with `MAP_FIXED_NOREPLACE` (never replacing
+//! anything). With `/proc/self/mem` a chunk is mapped read+execute from the start and written
+//! through it, so no page is ever writable and executable; without it each piece of generated
+//! code gets its own page, written while read+write and then made read+execute, never changed
+//! again (other threads may be running code in a sealed page).
+
+use super::poke::{self, Writer};
+use alloc::vec::Vec;
+
+/// Bytes per chunk.
+const CHUNK: u64 = 64 * 1024;
+/// Furthest a chunk may be from a site (2 GiB minus room for the chunk and the code).
+const REACH: u64 = (1 << 31) - 2 * CHUNK;
+
+#[derive(Clone, Copy)]
+struct Chunk {
+    base: u64,
+    len: u64,
+    used: u64,
+}
+
+/// The chunks mapped so far.
+#[derive(Default)]
+pub struct Pool {
+    chunks: Vec<Chunk>,
+}
+
+fn map_near(site: u64, len: u64, prot: i32) -> Option<u64> {
+    // Try below, then above the site, 1 MiB apart, a few hundred times.
+    let step = 1 << 20;
+    for k in 1..512u64 {
+        for hint in [
+            (site & !(step - 1)).wrapping_sub(k * step),
+            (site & !(step - 1)).wrapping_add(k * step),
+        ] {
+            if hint < 0x10_0000 || hint >> 47 != 0 || hint.abs_diff(site) > REACH {
+                continue;
+            }
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+            let p = unsafe {
+                libc::mmap(
+                    hint as *mut libc::c_void,
+                    len as usize,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                continue;
+            }
+            if p as u64 == hint {
+                return Some(hint);
+            }
+            // An old kernel treated the flag as a hint and placed it elsewhere.
+            // SAFETY: the mapping we just made.
+            unsafe { libc::munmap(p, len as usize) };
+        }
+    }
+    None
+}
+
+impl Pool {
+    /// Places `code` within reach of `site` and returns its address, or `None` if no memory
+    /// near the site can be mapped or written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::patch::pool::Pool;
+    ///
+    /// let mut pool = Pool::default();
+    /// let site = Pool::place as usize as u64;
+    /// let at = pool.place(site, |_| Some(vec![0xC3])).unwrap(); // ret
+    /// assert!(at.abs_diff(site) < 1 << 31);
+    /// // SAFETY: `at` holds a `ret`.
+    /// let f: extern "C" fn() = unsafe { core::mem::transmute(at as usize) };
+    /// f();
+    /// ```
+    pub fn place(&mut self, site: u64, encode: impl Fn(u64) -> Option<Vec<u8>>) -> Option<u64> {
+        let proc_mem = poke::open_mem();
+        if proc_mem {
+            // Encode once at the site's own address to learn the size (the position-dependent
+            // bytes are rel32 jumps: the same length anywhere within reach).
+            let len = encode(site)?.len() as u64;
+            let fits = |c: &Chunk| c.used + len <= c.len && c.base.abs_diff(site) <= REACH;
+            let i = match self.chunks.iter().position(fits) {
+                Some(i) => i,
+                None => {
+                    let base = map_near(site, CHUNK, libc::PROT_READ | libc::PROT_EXEC)?;
+                    self.chunks.push(Chunk {
+                        base,
+                        len: CHUNK,
+                        used: 0,
+                    });
+                    self.chunks.len() - 1
+                }
+            };
+            let c = &mut self.chunks[i];
+            let at = c.base + c.used;
+            let code = encode(at)?;
+            if !poke::write(Writer::ProcMem, at, &code) {
+                return None;
+            }
+            c.used += (code.len() as u64 + 15) & !15;
+            Some(at)
+        } else {
+            let base = map_near(site, 4096, libc::PROT_READ | libc::PROT_WRITE)?;
+            let code = encode(base)?;
+            if code.len() > 4096 {
+                return None;
+            }
+            // SAFETY: a fresh read+write page of ours.
+            unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base as *mut u8, code.len()) };
+            // SAFETY: our page; from now on read+execute, never written again.
+            let ok = unsafe {
+                libc::mprotect(
+                    base as *mut libc::c_void,
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                ) == 0
+            };
+            ok.then_some(base)
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The patcher thread and its queue. Handlers push site indices (lock-free, async-signal-safe:
+//! atomics and a futex wake); the thread, which blocks every signal so it never takes one meant
+//! for the program, plans, generates and pokes each site in ordinary code.
+
+use super::plan::{plan, trampoline};
+use super::pool::Pool;
+use super::{COLD, PATCHED, PATCHING, QUEUED, REFUSED, TABLE, pack, rip_of, state_of};
+use super::{PATCHED_N, REFUSED_N, STALE_N, maps, orig_bytes, poke};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+const QUEUE_LEN: u32 = 64;
+/// Site index + 1 per queued entry (0: not written yet).
+static QUEUE: [AtomicU32; QUEUE_LEN as usize] = [const { AtomicU32::new(0) }; QUEUE_LEN as usize];
+static HEAD: AtomicU32 = AtomicU32::new(0);
+static TAIL: AtomicU32 = AtomicU32::new(0);
+/// Futex words: bumped on every push, and on every site handled.
+static WORK: AtomicU32 = AtomicU32::new(0);
+static DONE: AtomicU32 = AtomicU32::new(0);
+/// The process the thread runs in (threads do not survive `fork`).
+static PID: AtomicI32 = AtomicI32::new(0);
+
+fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+fn futex_wait(word: &AtomicU32, seen: u32) {
+    // SAFETY: FUTEX_WAIT on a word we own; returns when woken, on a value change or a signal.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a word we own; async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// Whether the patcher thread runs in this process.
+pub fn alive_here() -> bool {
+    PID.load(Ordering::Acquire) == getpid()
+}
+
+/// Starts the patcher thread in this process if it is not running. Returns whether it runs.
+pub fn start() -> bool {
+    let pid = getpid();
+    if PID.load(Ordering::Acquire) == pid {
+        return true;
+    }
+    // SAFETY: plain pthread calls with attributes and a thread handle we own; the thread runs
+    // `run`, which never returns.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut t: libc::pthread_t = core::mem::zeroed();
+        let ok = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut()) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if !ok {
+            return false;
+        }
+    }
+    PID.store(pid, Ordering::Release);
+    true
+}
+
+/// Queues site `index`. Returns false when the queue is full. Async-signal-safe.
+pub fn push(index: u32) -> bool {
+    loop {
+        let t = TAIL.load(Ordering::Acquire);
+        if t.wrapping_sub(HEAD.load(Ordering::Acquire)) >= QUEUE_LEN {
+            return false;
+        }
+        if TAIL
+            .compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            QUEUE[(t % QUEUE_LEN) as usize].store(index + 1, Ordering::Release);
+            WORK.fetch_add(1, Ordering::Release);
+            futex_wake(&WORK);
+            return true;
+        }
+    }
+}
+
+/// Waits until the sites queued so far are handled (outside signal handlers).
+pub fn flush() {
+    if !alive_here() {
+        return;
+    }
+    let target = TAIL.load(Ordering::Acquire);
+    loop {
+        let done = DONE.load(Ordering::Acquire);
+        if HEAD.load(Ordering::Acquire).wrapping_sub(target) as i32 >= 0 {
+            return;
+        }
+        futex_wait(&DONE, done);
+    }
+}
+
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: blocking every signal of this thread; the set is ours.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+    }
+    let mut pool = Pool::default();
+    loop {
+        let seen = WORK.load(Ordering::Acquire);
+        let h = HEAD.load(Ordering::Acquire);
+        let v = if h != TAIL.load(Ordering::Acquire) {
+            QUEUE[(h % QUEUE_LEN) as usize].swap(0, Ordering::AcqRel)
+        } else {
+            0
+        };
+        if v == 0 {
+            futex_wait(&WORK, seen);
+            continue;
+        }
+        process(&mut pool, (v - 1) as usize);
+        HEAD.store(h.wrapping_add(1), Ordering::Release);
+        DONE.fetch_add(1, Ordering::Release);
+        futex_wake(&DONE);
+    }
+}
+
+/// Plans, generates and pokes one queued site.
+fn process(pool: &mut Pool, index: usize) {
+    let s = &TABLE[index];
+    let ctl = s.ctl.load(Ordering::Acquire);
+    if state_of(ctl) != QUEUED {
+        return;
+    }
+    let rip = rip_of(ctl);
+    let set = |state: u64| {
+        let _ = s.ctl.compare_exchange(
+            ctl,
+            pack(rip, state, 0),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    };
+    let orig = orig_bytes(s);
+    let Ok((instr, _)) = crate::decode::decode(&orig, rip) else {
+        REFUSED_N.fetch_add(1, Ordering::Relaxed);
+        return set(REFUSED);
+    };
+    let len = instr.len();
+    // The bytes must still be the ones that faulted (the code may have been replaced).
+    let mut now = [0u8; 16];
+    if crate::signal::context::read_memory(rip, &mut now[..len]).is_err()
+        || now[..len] != orig[..len]
+    {
+        STALE_N.fetch_add(1, Ordering::Relaxed);
+        return set(COLD);
+    }
+    let refuse = || {
+        REFUSED_N.fetch_add(1, Ordering::Relaxed);
+        set(REFUSED);
+    };
+    let Ok(p) = plan(&instr) else {
+        return refuse();
+    };
+    // Only private executable mappings are written (shared code never is).
+    let Some(m) = maps::find(rip, len as u64) else {
+        return refuse();
+    };
+    if !m.private || m.prot & libc::PROT_EXEC == 0 {
+        return refuse();
+    }
+    let Some(w) = poke::writer(rip, 5, m.prot) else {
+        return refuse();
+    };
+    let Some(at) = pool.place(rip, |at| trampoline(&instr, &p, at).ok()) else {
+        return refuse();
+    };
+    let rel = at.wrapping_sub(rip + 5) as i64;
+    if rel != i64::from(rel as i32) {
+        return refuse();
+    }
+    s.jump
+        .store((1 << 32) | u64::from(rel as i32 as u32), Ordering::Release);
+    let rel = (rel as i32).to_le_bytes();
+    let patching = pack(rip, PATCHING, 0);
+    if s.ctl
+        .compare_exchange(ctl, patching, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    // Linux's text_poke_bp: int3 first, serialise, the tail, serialise, the first byte,
+    // serialise. A thread reaching the site meanwhile takes the int3 (see `trap`).
+    if !poke::write(w, rip, &[0xCC]) {
+        REFUSED_N.fetch_add(1, Ordering::Relaxed);
+        s.ctl.store(pack(rip, REFUSED, 0), Ordering::Release);
+        return;
+    }
+    poke::sync_core();
+    let pause = super::INT3_PAUSE_US.load(Ordering::Relaxed);
+    if pause != 0 {
+        // SAFETY: usleep has no preconditions (the test aid of `set_int3_pause`).
+        unsafe { libc::usleep(pause) };
+    }
+    if !poke::write(w, rip + 1, &rel) {
+        // Put the first byte back; if even that fails the int3 stays and every execution of
+        // the site is emulated by the trap handler (the state stays PATCHING).
+        if poke::write(w, rip, &orig[..1]) {
+            poke::sync_core();
+            REFUSED_N.fetch_add(1, Ordering::Relaxed);
+            s.ctl.store(pack(rip, REFUSED, 0), Ordering::Release);
+        }
+        return;
+    }
+    poke::sync_core();
+    if !poke::write(w, rip, &[0xE9]) {
+        return;
+    }
+    poke::sync_core();
+    s.ctl.store(pack(rip, PATCHED, 0), Ordering::Release);
+    PATCHED_N.fetch_add(1, Ordering::Relaxed);
+}
