@@ -58,19 +58,45 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Target guard: the engine decodes x86-64 instructions, runs their register forms on the CPU
+// and rewrites a Linux signal frame, so it exists for x86_64 Linux only. Elsewhere the crate is
+// this one error: every module and re-export below carries the same `cfg` (a new one must too),
+// so nothing else is compiled and no cascade of unrelated errors follows.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "`of` (of-core) supports only x86_64 Linux (target_arch = \"x86_64\", target_os = \"linux\", \
+     e.g. --target x86_64-unknown-linux-gnu): it emulates x86-64 instructions that fault on page 0 \
+     from a Linux SIGSEGV handler"
+);
+
 extern crate alloc;
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod cpu;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod decode;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod diag;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod emulate;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod icache;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod machine;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod map;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod patch;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod regs;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod signal;
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use emulate::{EmulationError, Exception, emulate};
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use machine::{Machine, MemoryFault, RegisterFile};
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use regs::GeneralRegisters;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use signal::{InstallError, install};
