@@ -16,7 +16,9 @@
  * map_registers() is idempotent and thread-safe; call it once from any thread (each thread
  * that calls it also gets a 64 KiB alternate signal stack if it had none or a smaller one).
  *
- * Link: cc prog.c -Iinclude target/release/libof.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ * Link (after `make install`):  cc prog.c $(pkg-config --cflags --libs of)          (libof.so)
+ *   or statically:  cc prog.c $(pkg-config --static --define-variable=of_lib=:libof.a --cflags --libs of)
+ * From the source tree: cc prog.c -Iinclude target/release/libof.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
  */
 #ifndef OF_H
 #define OF_H

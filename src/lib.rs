@@ -42,6 +42,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Target guard. On any target but x86_64 Linux the build stops in `of-core` first, with its one
+// `compile_error!` (cargo then never starts this crate, so nothing below is compiled there); the
+// same error here says it at the facade too.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!(
+    "`of` supports only x86_64 Linux (target_arch = \"x86_64\", target_os = \"linux\", \
+     e.g. --target x86_64-unknown-linux-gnu): it emulates x86-64 instructions that fault on page 0 \
+     from a Linux SIGSEGV handler"
+);
+
 pub mod reg;
 pub mod registers;
 mod token;

@@ -19,6 +19,38 @@
 //!
 //! Offsets are checked at compile time: a view whose bytes leave the map (or a `Plain` view
 //! that touches a special register, or a store to the read-only fs/gs base) does not compile.
+//!
+//! # Shift counts
+//! `<<=` and `>>=` (and [`RegU64::shl_unchecked`] …) take a count of any primitive integer type
+//! (see [`ShiftCount`]) and are one `shl`/`shr [OFF], cl`. The count is what the instruction
+//! sees: the low byte of its two's-complement value in cl ([`ShiftCount::low_byte`]), which the
+//! CPU masks to 6 bits for an 8-byte view and to 5 bits for the narrower ones (Intel SDM vol.
+//! 2B, SAL/SAR/SHL/SHR). So an 8-byte view shifts by `count.rem_euclid(64)` and the others by
+//! `count.rem_euclid(32)`, whatever the count's type and value (`-1` is 63 or 31, a `u128`
+//! counts by its low bits): never a panic, in debug or release, where Rust's `<<` on integers
+//! panics in debug for a count that is negative or at least the bit width. Unlike `wrapping_shl`
+//! on a `u8` or `u16`, a 1- or 2-byte view shifted by a masked count at least its width loses
+//! every bit:
+//!
+//! ```
+//! of::map_registers().unwrap();
+//! let mut r8 = of::RegU64::<0x40>::new();
+//! r8.store(1);
+//! r8 <<= 65u8; // 65 mod 64 = 1
+//! assert_eq!(r8.load(), 2);
+//! r8 <<= -1i32; // -1 is 0xff…ff: its low byte 0xff masked to 63
+//! assert_eq!(r8.load(), 0);
+//! r8.store(1 << 40);
+//! r8 >>= (1u128 << 100) + 8; // only the low bits count: 8
+//! assert_eq!(r8.load(), 1 << 32);
+//!
+//! let mut r9b = of::RegU8::<0x48>::new();
+//! r9b.store(0x81);
+//! r9b <<= 33usize; // 33 mod 32 = 1 (Rust's `0x81u8 << 33` would panic in debug)
+//! assert_eq!(r9b.load(), 0x02);
+//! r9b <<= 8i16; // a byte shifted by 8: every bit is shifted out
+//! assert_eq!(r9b.load(), 0);
+//! ```
 
 use core::marker::PhantomData;
 
@@ -59,6 +91,65 @@ pub struct Plain;
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Special;
+
+mod sealed {
+    /// Implemented only by [`super::ShiftCount`]'s types: the set of count types is closed.
+    pub trait Sealed {}
+}
+
+/// A shift count: every primitive integer type (`u8` … `u128`, `i8` … `i128`, `usize`,
+/// `isize`) and references to them, as for Rust's `<<` on integers. See the
+/// [module docs](self#shift-counts) for what the instruction does with a count that does not
+/// fit its operand.
+///
+/// ```
+/// use of::reg::ShiftCount;
+/// assert_eq!(9u8.low_byte(), 9);
+/// assert_eq!(0x1_02u16.low_byte(), 0x02);
+/// assert_eq!((-1i32).low_byte(), 0xff); // masked to 63 (8-byte views) or 31 by the CPU
+/// assert_eq!((u128::MAX - 0xff + 3).low_byte(), 3);
+/// assert_eq!((&7usize).low_byte(), 7);
+/// ```
+///
+/// Anything else is not a count:
+///
+/// ```compile_fail,E0277
+/// of::map_registers().unwrap();
+/// let mut r8 = of::RegU64::<0x40>::new();
+/// r8 <<= 1.0;
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a shift count is a primitive integer (u8 … u128, i8 … i128, usize, isize), not `{Self}`",
+    label = "not an integer"
+)]
+pub trait ShiftCount: Copy + sealed::Sealed {
+    /// The byte the shift instruction reads from cl: the low 8 bits of the count's
+    /// two's-complement value (`self as u8`).
+    fn low_byte(self) -> u8;
+}
+
+macro_rules! shift_count {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl ShiftCount for $t {
+            #[inline(always)]
+            fn low_byte(self) -> u8 {
+                self as u8
+            }
+        }
+    )*};
+}
+shift_count!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
+impl<T: ShiftCount> sealed::Sealed for &T {}
+impl<T: ShiftCount> ShiftCount for &T {
+    #[inline(always)]
+    fn low_byte(self) -> u8 {
+        (*self).low_byte()
+    }
+}
 
 /// Whether `off..off + size` lies inside mapped bytes of the map (SPEC §2).
 ///
@@ -214,8 +305,8 @@ macro_rules! reg_type {
             reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, and_unchecked, "and", "12 & 10", "Bitwise and in place (`and`).");
             reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, or_unchecked, "or", "12 | 10", "Bitwise or in place (`or`).");
             reg_type!(@rmw $name, $ty, $ptr, $class, $m, $size, $sfx, xor_unchecked, "xor", "12 ^ 10", "Bitwise xor in place (`xor`).");
-            reg_type!(@shift $name, $ty, $ptr, $size, shl_unchecked, "shl", "5", "5 << 3", "Shifts left in place by `count` (`shl … , cl`; the CPU masks the count to 5 bits, 6 for qwords).");
-            reg_type!(@shift $name, $ty, $ptr, $size, shr_unchecked, "shr", "40", "40 >> 3", "Shifts right (logical) in place by `count` (`shr … , cl`; count masked as by the CPU).");
+            reg_type!(@shift $name, $ty, $ptr, $size, shl_unchecked, "shl", "5", "5 << 3", "Shifts left in place by `count` (`shl …, cl`): any integer type, masked as the CPU masks it (see [Shift counts](self#shift-counts)).");
+            reg_type!(@shift $name, $ty, $ptr, $size, shr_unchecked, "shr", "40", "40 >> 3", "Shifts right (logical) in place by `count` (`shr …, cl`): any integer type, masked as the CPU masks it (see [Shift counts](self#shift-counts)).");
         }
 
         impl<const OFF: usize> $name<OFF, Plain> {
@@ -307,18 +398,20 @@ macro_rules! reg_type {
         reg_type!(@ops $name, $ty, or_unchecked, BitOrAssign, bitor_assign);
         reg_type!(@ops $name, $ty, xor_unchecked, BitXorAssign, bitxor_assign);
 
-        impl<const OFF: usize> core::ops::ShlAssign<u32> for $name<OFF, Plain> {
-            /// One `shl [OFF], cl`.
+        impl<const OFF: usize, C: ShiftCount> core::ops::ShlAssign<C> for $name<OFF, Plain> {
+            /// One `shl [OFF], cl`; the count is masked as the CPU masks it (see
+            /// [Shift counts](self#shift-counts)).
             #[inline(always)]
-            fn shl_assign(&mut self, count: u32) {
+            fn shl_assign(&mut self, count: C) {
                 // SAFETY: Plain views only cover registers declared clobbered.
                 unsafe { self.shl_unchecked(count) }
             }
         }
-        impl<const OFF: usize> core::ops::ShrAssign<u32> for $name<OFF, Plain> {
-            /// One `shr [OFF], cl`.
+        impl<const OFF: usize, C: ShiftCount> core::ops::ShrAssign<C> for $name<OFF, Plain> {
+            /// One `shr [OFF], cl`; the count is masked as the CPU masks it (see
+            /// [Shift counts](self#shift-counts)).
             #[inline(always)]
-            fn shr_assign(&mut self, count: u32) {
+            fn shr_assign(&mut self, count: C) {
                 // SAFETY: Plain views only cover registers declared clobbered.
                 unsafe { self.shr_unchecked(count) }
             }
@@ -396,7 +489,7 @@ macro_rules! reg_type {
         #[doc = concat!("assert_eq!(v.load(), ", $expect, ");")]
         /// ```
         #[inline(always)]
-        pub unsafe fn $fn(&self, count: u32) {
+        pub unsafe fn $fn<C: ShiftCount>(&self, count: C) {
             const { assert!(!touches_read_only(OFF, $size), "fs/gs base are read only") };
             const { assert!(!(OFF < 0x10 && OFF + $size > 0x08), "this view covers rcx, which holds the shift count: shift by a run-time count is not one instruction") };
             // SAFETY: forwarded to the caller; every register asm may name is declared clobbered.
@@ -404,7 +497,7 @@ macro_rules! reg_type {
                 core::arch::asm!(
                     concat!($op, " ", $ptr, " ptr [{off}], cl"),
                     off = const OFF,
-                    inlateout("rcx") u64::from(count) => _,
+                    inlateout("rcx") u64::from(count.low_byte()) => _,
                     lateout("rax") _, lateout("rdx") _, lateout("rsi") _,
                     lateout("rdi") _, lateout("r8") _, lateout("r9") _, lateout("r10") _,
                     lateout("r11") _, lateout("r12") _, lateout("r13") _, lateout("r14") _,

@@ -286,6 +286,183 @@ fn shifts_match_the_cpu_including_count_masking() {
     }
 }
 
+/// A shift of `a` by cl = `cl` run natively on a real register: value and flags.
+macro_rules! native_shift {
+    ($insn:literal, $a:expr, $cl:expr) => {{
+        let mut x: u64 = $a;
+        let flags: u64;
+        // SAFETY: register-only shift, then pushfq/pop.
+        unsafe {
+            core::arch::asm!(concat!($insn, "\n", "pushfq\n", "pop {f}"), x = inout(reg) x,
+                in("rcx") u64::from($cl), f = out(reg) flags);
+        }
+        (x, flags)
+    }};
+}
+
+#[of::mapped]
+fn shr64_by_u8(r: &mut of::Registers, a: u64, n: u8) -> (u64, u64) {
+    r.r10 = a;
+    r.r10 >>= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shl32_by_i8(r: &mut of::Registers, a: u64, n: i8) -> (u64, u64) {
+    r.r10 = a;
+    r.r10d <<= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shr16_by_i64(r: &mut of::Registers, a: u64, n: i64) -> (u64, u64) {
+    r.r10 = a;
+    r.r10w >>= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shl8_by_u128(r: &mut of::Registers, a: u64, n: u128) -> (u64, u64) {
+    r.r10 = a;
+    r.r10b <<= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+#[of::mapped]
+fn shl64_by_isize(r: &mut of::Registers, a: u64, n: isize) -> (u64, u64) {
+    r.r10 = a;
+    r.r10 <<= n;
+    let v = r.r10;
+    let f = r.rflags;
+    (v, f)
+}
+
+/// Counts of any integer type, in and out of range and negative: the instruction sees the low
+/// byte of the count in cl and masks it to 6 bits (qword) or 5 (narrower), so the result is the
+/// CPU's with cl = `count as u8`, and the count that acts is `count.rem_euclid(64 or 32)`.
+#[test]
+fn shift_counts_of_every_integer_type_are_masked_like_the_cpu() {
+    let mut r = of::map_registers().unwrap();
+    let mut rng = Rng(0x5851_F42D_4C95_7F2D);
+    // Flags are compared where the SDM defines them: a masked count of 1..width (CF is
+    // undefined for SHL/SHR by a count of at least the operand size).
+    let flags_defined = |masked: u32, width: u32| masked != 0 && masked < width;
+    let keep = |a: u64, v: u64, mask: u64| (a & !mask) | (v & mask);
+    for i in 0..300 {
+        let a = rng.value();
+        let w = rng.next();
+        // Small counts, counts just past every width, negative ones, huge ones.
+        let n = match i % 4 {
+            0 => (w % 70) as i128,
+            1 => -((w % 70) as i128),
+            2 => (w as i128) << 64 | (w % 300) as i128,
+            _ => w as i64 as i128,
+        };
+
+        let (v, f) = shr64_by_u8(&mut r, a, n as u8);
+        let (nv, nf) = native_shift!("shr {x}, cl", a, n as u8);
+        assert_eq!(v, nv, "shr64 {a:#x}, {}", n as u8);
+        assert_eq!(
+            v,
+            a >> (n as u8).rem_euclid(64),
+            "shr64 {a:#x}, {}",
+            n as u8
+        );
+        if flags_defined(u32::from(n as u8) & 63, 64) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shr64 flags {a:#x}, {}", n as u8);
+        }
+
+        let (v, f) = shl32_by_i8(&mut r, a, n as i8);
+        let (nv, nf) = native_shift!("shl {x:e}, cl", a, n as u8);
+        assert_eq!(v, keep(a, nv, 0xFFFF_FFFF), "shl32 {a:#x}, {}", n as i8);
+        let acting = (n as i8).rem_euclid(32) as u32;
+        assert_eq!(v as u32, (a as u32) << acting, "shl32 {a:#x}, {}", n as i8);
+        if flags_defined(acting, 32) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shl32 flags {a:#x}, {}", n as i8);
+        }
+
+        let (v, f) = shr16_by_i64(&mut r, a, n as i64);
+        let (nv, nf) = native_shift!("shr {x:x}, cl", a, n as u8);
+        assert_eq!(v, keep(a, nv, 0xFFFF), "shr16 {a:#x}, {}", n as i64);
+        let acting = (n as i64).rem_euclid(32) as u32;
+        assert_eq!(v as u16, (a as u16).checked_shr(acting).unwrap_or(0));
+        if flags_defined(acting, 16) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shr16 flags {a:#x}, {}", n as i64);
+        }
+
+        let (v, f) = shl8_by_u128(&mut r, a, n as u128);
+        let (nv, nf) = native_shift!("shl {x:l}, cl", a, n as u8);
+        assert_eq!(v, keep(a, nv, 0xFF), "shl8 {a:#x}, {}", n as u128);
+        let acting = (n as u128 % 32) as u32;
+        assert_eq!(v as u8, (a as u8).checked_shl(acting).unwrap_or(0));
+        if flags_defined(acting, 8) {
+            assert_eq!(f & SHIFT, nf & SHIFT, "shl8 flags {a:#x}, {}", n as u128);
+        }
+
+        let (v, _) = shl64_by_isize(&mut r, a, n as isize);
+        assert_eq!(
+            v,
+            a << (n as isize).rem_euclid(64),
+            "shl64 {a:#x}, {}",
+            n as isize
+        );
+    }
+}
+
+/// The typed views' `<<=`/`>>=` take the same counts, masked the same way.
+#[test]
+fn view_shift_counts_of_every_integer_type() {
+    let r = of::map_registers().unwrap();
+    let (mut q, mut b) = (r.r12, r.r12b);
+    for n in [
+        -65i64,
+        -64,
+        -33,
+        -1,
+        0,
+        1,
+        7,
+        8,
+        31,
+        32,
+        63,
+        64,
+        65,
+        255,
+        256,
+        1 << 40,
+    ] {
+        let a = 0x8123_4567_89AB_CDEF_u64;
+        q.store(a);
+        q <<= n;
+        assert_eq!(q.load(), a << n.rem_euclid(64), "qword << {n}");
+        q.store(a);
+        q >>= n as i128;
+        assert_eq!(q.load(), a >> n.rem_euclid(64), "qword >> {n}");
+        q.store(a);
+        b <<= n as u16;
+        let acting = u32::from(n as u16 as u8) & 31;
+        assert_eq!(
+            q.load() as u8,
+            (a as u8).checked_shl(acting).unwrap_or(0),
+            "byte << {n}"
+        );
+        assert_eq!(
+            q.load() >> 8,
+            a >> 8,
+            "byte << {n}: the other bytes are kept"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Operands, grouping and nesting.
 

@@ -116,3 +116,308 @@ fn shared_site_loop(n: u64, start: u64) -> (u64, u64) {
     }
     (r8, site)
 }
+
+/// Runs this test binary's test `name` in a child process with `OF_PATCH_CHILD=name`;
+/// returns its exit status and output.
+fn child(name: &str) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("OF_PATCH_CHILD", name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+fn in_child(name: &str) -> bool {
+    std::env::var("OF_PATCH_CHILD").as_deref() == Ok(name)
+}
+
+/// Signals delivered while threads run generated code (a storm of SIGPROF sent to the working
+/// threads every few microseconds, and a handler that reads the interrupted context as a
+/// profiler does): results stay exact, and some signals land inside generated code.
+#[test]
+fn a_timer_storm_inside_generated_code_changes_nothing() {
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    if !enable() {
+        return;
+    }
+    static SIGNALS: AtomicU64 = AtomicU64::new(0);
+    static IN_GENERATED: AtomicU64 = AtomicU64::new(0);
+    extern "C" fn on_prof(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid ucontext.
+        let uc = unsafe { &*ctx.cast::<libc::ucontext_t>() };
+        let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        SIGNALS.fetch_add(1, Ordering::Relaxed);
+        if of::engine::patch::pool::in_generated_code(rip) {
+            IN_GENERATED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: installing a handler for SIGPROF (nothing else in this test process uses it).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_prof as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut());
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                of::map_registers().unwrap();
+                for round in 0..50u64 {
+                    let start = (t << 40) | (round << 20);
+                    let (r11, _) = storm_site_loop(100_000, start);
+                    assert_eq!(r11, start + 100_000, "thread {t} round {round}");
+                }
+            })
+        })
+        .collect();
+    let targets: Vec<libc::pthread_t> = workers.iter().map(|w| w.as_pthread_t()).collect();
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for &t in &targets {
+                    // SAFETY: the targets are live until `stop` is set (joined afterwards).
+                    unsafe { libc::pthread_kill(t, libc::SIGPROF) };
+                }
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    of::engine::patch::flush();
+    let (all, inside) = (
+        SIGNALS.load(Ordering::Relaxed),
+        IN_GENERATED.load(Ordering::Relaxed),
+    );
+    eprintln!("signal storm: {all} SIGPROF, {inside} of them inside generated code");
+    assert!(
+        inside > 0,
+        "no signal landed in generated code ({all} signals)"
+    );
+}
+
+/// Like `add_r8_loop` on r11, at a site of its own.
+#[inline(never)]
+fn storm_site_loop(n: u64, start: u64) -> (u64, u64) {
+    let mut r11 = start;
+    let mut site: u64 = 0;
+    let word = 7u64;
+    for _ in 0..n {
+        // SAFETY: as in `add_r8_loop`, on r11.
+        unsafe {
+            asm!(
+                "lea {s}, [rip + 2f]",
+                "2:",
+                "add qword ptr [0x58], 1",
+                "mov {t}, [{w}]",
+                s = out(reg) site,
+                t = out(reg) _,
+                w = in(reg) &word,
+                inout("r11") r11,
+                options(nostack),
+            )
+        };
+    }
+    (r11, site)
+}
+
+/// After `fork`, the patched site works in both processes; a site first reached in the child
+/// (which has no patcher thread) works on the fault path.
+#[test]
+fn fork_keeps_patched_sites_working_in_both_processes() {
+    if !enable() {
+        return;
+    }
+    let (r8, site) = fork_site_loop(10, 0);
+    assert_eq!(r8, 10);
+    of::engine::patch::flush();
+    // SAFETY: the site is mapped code.
+    assert_eq!(unsafe { core::ptr::read_volatile(site as *const u8) }, 0xE9);
+    // SAFETY: fork; the child only runs the loops and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = fork_site_loop(1000, 5).0 == 1005 && fork_child_only_loop(1000, 7).0 == 1007;
+        // SAFETY: _exit from the forked child.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    assert_eq!(fork_site_loop(1000, 9).0, 1009);
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+}
+
+#[inline(never)]
+fn fork_site_loop(n: u64, start: u64) -> (u64, u64) {
+    storm_like(n, start)
+}
+
+#[inline(never)]
+fn fork_child_only_loop(n: u64, start: u64) -> (u64, u64) {
+    let mut r9 = start;
+    let word = 7u64;
+    for _ in 0..n {
+        // SAFETY: r9 += 1 through the map; a load from `word`.
+        unsafe {
+            asm!(
+                "add qword ptr [0x48], 1",
+                "mov {t}, [{w}]",
+                t = out(reg) _,
+                w = in(reg) &word,
+                inout("r9") r9,
+                options(nostack),
+            )
+        };
+    }
+    (r9, 0)
+}
+
+#[inline(always)]
+fn storm_like(n: u64, start: u64) -> (u64, u64) {
+    let mut r10 = start;
+    let mut site: u64 = 0;
+    let word = 7u64;
+    for _ in 0..n {
+        // SAFETY: r10 += 1 through the map; a load from `word`.
+        unsafe {
+            asm!(
+                "lea {s}, [rip + 2f]",
+                "2:",
+                "add qword ptr [0x50], 1",
+                "mov {t}, [{w}]",
+                s = out(reg) site,
+                t = out(reg) _,
+                w = in(reg) &word,
+                inout("r10") r10,
+                options(nostack),
+            )
+        };
+    }
+    (r10, site)
+}
+
+/// A program whose own SIGSEGV handler was installed before `of`: patched sites work, and a
+/// fault that is not a register access still reaches the program's handler.
+#[test]
+fn a_handler_installed_first_still_gets_its_faults() {
+    const NAME: &str = "a_handler_installed_first_still_gets_its_faults";
+    if in_child(NAME) {
+        static HITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        extern "C" fn mine(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+            HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Skip the 8-byte `mov rax, [0x800]`.
+            // SAFETY: the kernel's ucontext.
+            let uc = unsafe { &mut *ctx.cast::<libc::ucontext_t>() };
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] += 8;
+        }
+        // SAFETY: installing our handler before `of`'s.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = mine as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+        }
+        if !enable() {
+            return;
+        }
+        assert_eq!(add_r8_loop(100, 0).0, 100);
+        of::engine::patch::flush();
+        assert!(of::engine::patch::stats().patched >= 1);
+        assert_eq!(add_r8_loop(100, 0).0, 100);
+        // SAFETY: faults outside the map; our handler skips it.
+        unsafe { asm!(".byte 0x48, 0x8b, 0x04, 0x25, 0x00, 0x08, 0x00, 0x00", out("rax") _) };
+        assert_eq!(HITS.load(std::sync::atomic::Ordering::Relaxed), 1);
+        println!("child ok");
+        return;
+    }
+    let (status, text) = child(NAME);
+    assert!(status.success() && text.contains("child ok"), "{text}");
+}
+
+/// A process where writing code is refused (seccomp: `mprotect` with PROT_WRITE|PROT_EXEC and
+/// `pwrite64`, so neither `/proc/self/mem` nor a temporary mprotect works) keeps the fault path
+/// and computes the same.
+#[test]
+fn refused_code_writes_keep_the_fault_path() {
+    const NAME: &str = "refused_code_writes_keep_the_fault_path";
+    if in_child(NAME) {
+        of::map_registers().unwrap();
+        deny_code_writes();
+        if !of::engine::signal::set_patching(true) {
+            println!("child ok (patching unavailable)");
+            return;
+        }
+        assert_eq!(add_r8_loop(200, 0).0, 200);
+        of::engine::patch::flush();
+        let s = of::engine::patch::stats();
+        assert_eq!(s.patched, 0, "{s:?}");
+        assert!(s.refused >= 1, "{s:?}");
+        assert_eq!(add_r8_loop(200, 1).0, 201);
+        println!("child ok {s:?}");
+        return;
+    }
+    let (status, text) = child(NAME);
+    assert!(status.success() && text.contains("child ok"), "{text}");
+    eprintln!(
+        "{}",
+        text.lines().find(|l| l.contains("child ok")).unwrap_or("")
+    );
+}
+
+/// Installs a seccomp filter: `mprotect` with PROT_WRITE and PROT_EXEC both set and `pwrite64`
+/// fail with EACCES; everything else is allowed.
+fn deny_code_writes() {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let wx = (libc::PROT_WRITE | libc::PROT_EXEC) as u32;
+    let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EACCES as u32;
+    let prog = [
+        f(LD_W_ABS, 0, 0, 4),        // A = arch
+        f(JEQ_K, 1, 0, 0xC000_003E), // x86_64?
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        f(LD_W_ABS, 0, 0, 0),                      // A = syscall number
+        f(JEQ_K, 0, 1, libc::SYS_pwrite64 as u32), // pwrite64: deny
+        f(RET_K, 0, 0, deny),
+        f(JEQ_K, 1, 0, libc::SYS_mprotect as u32), // mprotect: check prot
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        f(LD_W_ABS, 0, 0, 16 + 2 * 8), // A = prot (args[2], low half)
+        f(AND_K, 0, 0, wx),
+        f(JEQ_K, 0, 1, wx), // both W and X: deny
+        f(RET_K, 0, 0, deny),
+        f(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS then a seccomp filter program we own, valid for the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog
+            ),
+            0
+        );
+    }
+}

@@ -198,7 +198,7 @@ pub fn plan(instr: &Instruction) -> Result<Plan, &'static str> {
 ///         "add qword ptr [rsp],1",
 ///         "mov rcx,[rsp]",
 ///         "lea rsp,[rsp+90h]",
-///         "jmp 0000000000400009h",
+///         "jmp near ptr 0000000000400009h",
 ///     ]
 /// );
 /// ```

@@ -9,6 +9,35 @@
 
 use super::poke::{self, Writer};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Chunks recorded for [`in_generated_code`]: base (bits 12..64) | pages (bits 0..12).
+static CHUNKS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+static NCHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+fn record(base: u64, len: u64) {
+    let i = NCHUNKS.fetch_add(1, Ordering::AcqRel);
+    if let Some(slot) = CHUNKS.get(i) {
+        slot.store(base | (len >> 12), Ordering::Release);
+    }
+}
+
+/// Whether `addr` lies in memory holding generated code (async-signal-safe; for diagnostics
+/// and profilers: a signal may interrupt a thread there).
+///
+/// # Examples
+///
+/// ```
+/// assert!(!of_core::patch::pool::in_generated_code(0x40_0000));
+/// ```
+pub fn in_generated_code(addr: u64) -> bool {
+    let n = NCHUNKS.load(Ordering::Acquire).min(CHUNKS.len());
+    CHUNKS[..n].iter().any(|c| {
+        let v = c.load(Ordering::Acquire);
+        let (base, len) = (v & !0xFFF, (v & 0xFFF) << 12);
+        v != 0 && addr.wrapping_sub(base) < len
+    })
+}
 
 /// Bytes per chunk.
 const CHUNK: u64 = 64 * 1024;
@@ -74,7 +103,7 @@ impl Pool {
     /// use of_core::patch::pool::Pool;
     ///
     /// let mut pool = Pool::default();
-    /// let site = Pool::place as usize as u64;
+    /// let site = of_core::patch::pool::in_generated_code as usize as u64; // code of this process
     /// let at = pool.place(site, |_| Some(vec![0xC3])).unwrap(); // ret
     /// assert!(at.abs_diff(site) < 1 << 31);
     /// // SAFETY: `at` holds a `ret`.
@@ -92,6 +121,7 @@ impl Pool {
                 Some(i) => i,
                 None => {
                     let base = map_near(site, CHUNK, libc::PROT_READ | libc::PROT_EXEC)?;
+                    record(base, CHUNK);
                     self.chunks.push(Chunk {
                         base,
                         len: CHUNK,
@@ -110,6 +140,7 @@ impl Pool {
             Some(at)
         } else {
             let base = map_near(site, 4096, libc::PROT_READ | libc::PROT_WRITE)?;
+            record(base, 4096);
             let code = encode(base)?;
             if code.len() > 4096 {
                 return None;
