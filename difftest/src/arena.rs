@@ -523,9 +523,41 @@ impl Arena {
     /// `landing`, which must satisfy [`Arena::can_land`]. The image and memory are whatever
     /// [`Arena::set_image`] and [`Arena::set_memory`] left.
     pub fn run(&mut self, code: &[u8], landing: u64, gpr: [u64; 16], rflags: u64) -> Exit {
-        assert!(code.len() <= 15 && self.can_land(landing, code.len()));
+        self.run_with(Some(code), code.len(), landing, gpr, rflags, true)
+    }
+
+    /// Like [`Arena::run`], but leaves the instruction in place afterwards, so that `of` may
+    /// patch the site before [`Arena::rerun`] runs it again.
+    pub fn run_keep(&mut self, code: &[u8], landing: u64, gpr: [u64; 16], rflags: u64) -> Exit {
+        self.run_with(Some(code), code.len(), landing, gpr, rflags, false)
+    }
+
+    /// Runs the instruction [`Arena::run_keep`] left in place (of `len` bytes), whatever it has
+    /// become (a patched site is a jump to `of`'s generated code), then clears it.
+    pub fn rerun(&mut self, len: usize, landing: u64, gpr: [u64; 16], rflags: u64) -> Exit {
+        self.run_with(None, len, landing, gpr, rflags, true)
+    }
+
+    /// The byte at the start of the instruction zone (0xE9 once `of` patched the site there).
+    pub fn first_code_byte(&self) -> u8 {
+        // SAFETY: the code address lies inside the arena mapping.
+        unsafe { core::ptr::read_volatile(self.code_address() as *const u8) }
+    }
+
+    fn run_with(
+        &mut self,
+        code: Option<&[u8]>,
+        len: usize,
+        landing: u64,
+        gpr: [u64; 16],
+        rflags: u64,
+        clear: bool,
+    ) -> Exit {
+        assert!(len <= 15 && self.can_land(landing, len));
         let at = self.code_address();
-        self.put(at, code);
+        if let Some(code) = code {
+            self.put(at, code);
+        }
         let rel = (self.base + EXIT).wrapping_sub(landing + STUB_LEN) as u32;
         let mut stub = [0xE9u8, 0, 0, 0, 0];
         stub[1..].copy_from_slice(&rel.to_le_bytes());
@@ -551,7 +583,9 @@ impl Arena {
         CURRENT.with(|c| c.set(std::ptr::null_mut()));
         // SAFETY: as above; the run is over.
         let b = unsafe { *block };
-        self.fill(CODE, code.len() as u64, 0xCC);
+        if clear {
+            self.fill(CODE, len as u64, 0xCC);
+        }
         self.fill(landing - self.base, STUB_LEN, 0xCC);
         Exit {
             gpr: b.gpr_out,

@@ -175,6 +175,9 @@ pub struct FormStats {
     /// States whose control transfer landed where nothing is mapped (SIGSEGV at the target
     /// after the instruction retired: AMD's 16-bit near branches), compared like any other.
     pub fetch_faults: u64,
+    /// Fault runs that went through a patched site (site patching on: each fault case runs
+    /// twice from the same site, the second time patched when `of` patches the form).
+    pub patched: u64,
     /// Disagreements.
     pub mismatches: u64,
     /// The emulator's refusal, if it refused.
@@ -220,7 +223,8 @@ impl Report {
             self.forms.iter().map(|f| f.form.mnemonic).collect();
         format!(
             "differential sweep, seed {:#x}: {} forms ({} mnemonics, {} mnemonic x size), {} cases \
-             ({} through emulate, {} through real faults), {} #DE cases, {} mismatches",
+             ({} through emulate, {} through real faults, {} of those through a patched site), {} #DE \
+             cases, {} mismatches",
             self.seed,
             self.forms.len(),
             mnemonics.len(),
@@ -228,6 +232,7 @@ impl Report {
             self.emulated() + self.faulted(),
             self.emulated(),
             self.faulted(),
+            self.forms.iter().map(|f| f.patched).sum::<u64>(),
             self.forms.iter().map(|f| f.divide_errors).sum::<u64>(),
             self.mismatch_count()
         )
@@ -293,6 +298,7 @@ fn run_form(
         form: form.clone(),
         emulated: 0,
         faulted: 0,
+        patched: 0,
         unbuildable: 0,
         unlandable: 0,
         divide_errors: 0,
@@ -381,11 +387,24 @@ fn run_form(
                     if trace() {
                         eprintln!("  fault run");
                     }
-                    let actual: Outcome = runner.fault(&case, &expected);
-                    st.faulted += 1;
-                    let d = run::differences(&expected, &actual);
-                    if !d.is_empty() {
-                        report(RunKind::Fault, d, &mut st);
+                    if of_core::patch::enabled() {
+                        // Site patching on: the same site twice, fault path then patched.
+                        let (first, second, patched) = runner.fault_twice(&case, &expected);
+                        st.faulted += 2;
+                        st.patched += u64::from(patched);
+                        for actual in [first, second] {
+                            let d = run::differences(&expected, &actual);
+                            if !d.is_empty() {
+                                report(RunKind::Fault, d, &mut st);
+                            }
+                        }
+                    } else {
+                        let actual: Outcome = runner.fault(&case, &expected);
+                        st.faulted += 1;
+                        let d = run::differences(&expected, &actual);
+                        if !d.is_empty() {
+                            report(RunKind::Fault, d, &mut st);
+                        }
                     }
                 } else {
                     st.unlandable += 1;

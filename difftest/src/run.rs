@@ -169,6 +169,37 @@ impl Runner {
         }
     }
 
+    /// The fault run twice from the same site, for site patching (SPEC §6): first through the
+    /// fault path (`of` queues the site when its threshold is 1), then — after the patcher
+    /// thread handled it — through whatever the site became: the patched jump when the form is
+    /// patched, the fault path again otherwise. Returns both outcomes and whether the second
+    /// run went through a patched site (requires [`Runner::can_fault_run`]).
+    pub fn fault_twice(&mut self, case: &Case, expected: &Outcome) -> (Outcome, Outcome, bool) {
+        let len = case.map_code.len();
+        let landing = if expected.signal != 0 {
+            self.ctx.code + len as u64
+        } else {
+            expected.rip
+        };
+        let outcome = |exit: crate::arena::Exit, arena: &crate::arena::Arena| Outcome {
+            gpr: exit.gpr,
+            rip: exit.landed,
+            rflags: exit.rflags,
+            signal: exit.signal,
+            memory: arena.memory(),
+        };
+        self.arena.set_memory(&case.memory);
+        let first = self
+            .arena
+            .run_keep(&case.map_code, landing, case.regs, case.rflags);
+        let first = outcome(first, &self.arena);
+        of_core::patch::flush();
+        let patched = self.arena.first_code_byte() == 0xE9;
+        self.arena.set_memory(&case.memory);
+        let second = self.arena.rerun(len, landing, case.regs, case.rflags);
+        (first, outcome(second, &self.arena), patched)
+    }
+
     /// The emulate run, or why the emulator refused the instruction.
     ///
     /// # Errors

@@ -35,6 +35,13 @@
 
 mod arena;
 pub mod footprint;
+
+/// Installs the engine's signal catcher, then `of`'s handler above it (what [`sweep`] does on
+/// first use): call it first when the process must set `of` up further before sweeping (site
+/// patching, for one).
+pub fn prepare() {
+    arena::setup();
+}
 mod forms;
 mod run;
 mod state;
@@ -357,12 +364,21 @@ pub fn sweep(seed: u64, states: usize, fault_every: usize, filter: Option<&str>)
                 }
             }
             if fault_every != 0 && (k % fault_every == 0 || suppressed) {
-                st.faulted += 1;
-                let got = fault_run(&a, &s, &mb);
-                if !diff(&want, &got).is_empty() {
-                    st.mismatches += 1;
-                    t.mismatches
-                        .push(format!("{} fault:{}{ks}", what(""), diff(&want, &got)));
+                // With site patching on, each fault case runs twice from the same site: the
+                // second time after the patcher thread handled it (vector forms are never
+                // patched: the site keeps the fault path).
+                let runs = if of_core::patch::enabled() { 2 } else { 1 };
+                for run in 0..runs {
+                    if run == 1 {
+                        of_core::patch::flush();
+                    }
+                    st.faulted += 1;
+                    let got = fault_run(&a, &s, &mb);
+                    if !diff(&want, &got).is_empty() {
+                        st.mismatches += 1;
+                        t.mismatches
+                            .push(format!("{} fault:{}{ks}", what(""), diff(&want, &got)));
+                    }
                 }
             }
             if st.mismatches >= 3 {

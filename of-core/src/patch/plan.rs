@@ -23,7 +23,9 @@
 //! slots other than rsp's, an instruction of at least five bytes (room for `jmp rel32`) that
 //! raises no exception of its own (no `div`/`idiv`), names no stack pointer and has no other
 //! memory access (no stack or string forms, no register bit offset); a `lock`ed access
-//! (`xchg` is one) stays within one register, so the buffer copy is never a split lock.
+//! (`xchg` is one) stays within one register, so the buffer copy is never a split lock; and an
+//! instruction that writes its operand writes no register the operand covers (the covered
+//! registers are reloaded whole).
 
 use crate::emulate::table::{Kind, classify};
 use crate::map;
@@ -161,6 +163,26 @@ pub fn plan(instr: &Instruction) -> Result<Plan, &'static str> {
     let locked = instr.has_lock_prefix() || instr.mnemonic() == M::Xchg;
     if locked && first != last {
         return Err("a locked access straddling two registers");
+    }
+    if writes {
+        // The generated code reloads the covered registers whole from the buffer (the map
+        // write applied last); a register result in a covered register (xadd/xchg with a
+        // register the operand overlaps, cmpxchg's rax) would be lost outside the operand's
+        // bytes.
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        let clash = info.info(instr).used_registers().iter().any(|u| {
+            matches!(
+                u.access(),
+                iced_x86::OpAccess::Write
+                    | iced_x86::OpAccess::CondWrite
+                    | iced_x86::OpAccess::ReadWrite
+                    | iced_x86::OpAccess::ReadCondWrite
+            ) && u.register().is_gpr()
+                && (first..=last).contains(&u.register().full_register().number())
+        });
+        if clash {
+            return Err("writes a register its operand covers");
+        }
     }
     Ok(Plan {
         first_slot: first,
