@@ -10,7 +10,12 @@
 //! - a loop of 10^6 `add qword ptr [0x40], 1` (with `dec`/`jnz`), against the cost of one fault
 //!   per access;
 //! - a breakdown of the handler's own work measured without faults (decode, emulate on an
-//!   in-memory register file).
+//!   in-memory register file);
+//! - an `add` in a loop whose iterations also store to ordinary memory (run-ahead cannot reach
+//!   the next map access);
+//! - with site patching on (SPEC §6), at sites of their own once patched: an isolated load and
+//!   add (with an ordinary store after each), the same add on the register, a burst of 16 and
+//!   the 10^6 loop.
 //!
 //! Set `OF_RUNAHEAD=0` to measure with run-ahead off. Timing is wall-clock (`Instant`), so run
 //! on a quiet machine and compare ratios from the same run.
@@ -87,6 +92,10 @@ fn main() {
         .unwrap_or(100_000);
     let _r = of::map_registers().expect("map registers");
     let runahead = of::engine::signal::runahead_enabled();
+    // The fault-path lines first, with site patching off (even if OF_PATCH=1 asked for it);
+    // the patched lines at the end use sites of their own.
+    let patch_wanted = of::engine::signal::patching_enabled();
+    of::engine::signal::set_patching(false);
 
     let mut sink = 0u64;
     if std::env::var_os("OF_BENCH_ONLY_ADD").is_some() {
@@ -127,16 +136,37 @@ fn main() {
             };
         }
     };
+    // A loop with an ordinary memory access between page-0 instructions and a backward branch:
+    // after the fault, the next instructions are `dec` and the store, then the branch back.
+    let looped = |n: u64| {
+        // SAFETY: r8 += 1 through the map per iteration; r12 counts down; a store to `sink`.
+        unsafe {
+            asm!(
+                "2:",
+                "add qword ptr [0x40], 1",
+                "dec r12",
+                "mov qword ptr [{s}], r12",
+                "jnz 2b",
+                s = in(reg) &raw const sink,
+                inout("r12") n => _,
+                out("r8") _,
+                options(nostack),
+            )
+        };
+    };
     // Interleaved rounds, medians: the floor and the isolated accesses see the same noise.
     let (mut floors, mut loads, mut adds, mut floors_as_of) = (vec![], vec![], vec![], vec![]);
+    let mut loopeds = vec![];
     for _ in 0..7 {
         floors.push(floor(n / 4, false));
         floors_as_of.push(floor(n / 4, true));
         loads.push(per_iter(n / 4, load));
         adds.push(per_iter(n / 4, add));
+        loopeds.push(per_iter(n / 4, looped));
     }
     let (floor_ns, load_ns, add_ns) = (median(floors), median(loads), median(adds));
     let floor_as_of_ns = median(floors_as_of);
+    let looped_ns = median(loopeds);
     let burst_ns = per_iter(n / 4, |n| {
         for _ in 0..n {
             // SAFETY: 16 map instructions on r8..r11 (declared clobbered), then a store.
@@ -241,6 +271,10 @@ fn main() {
         add_ns / floor_ns
     );
     println!(
+        "  isolated add in a loop (+ store)   {looped_ns:9.1} ns  {:9.2}x floor",
+        looped_ns / floor_ns
+    );
+    println!(
         "  burst of 16, per map instruction   {burst_ns:9.1} ns  {:9.3}x floor",
         burst_ns / floor_ns
     );
@@ -257,5 +291,153 @@ fn main() {
         "  so of's own emulation work is {:.1}% of the floor; the remaining {:.0} ns of an isolated add are cache misses of the handler's code and data after the kernel's signal delivery (which itself costs the same for of's handler: second floor line), the run-ahead look at the next instruction and the handler-stack switch",
         100.0 * (decode_ns + emulate_ns) / floor_ns,
         (add_ns - floor_ns - emulate_ns).max(0.0)
+    );
+    patched(n, floor_ns, &raw const sink);
+    if !patch_wanted {
+        of::engine::signal::set_patching(false);
+    }
+}
+
+/// The patched lines: sites of their own, warmed up until `of` patched them, then timed; and
+/// the same instructions on a register for comparison.
+fn patched(n: u64, floor_ns: f64, sink: *const u64) {
+    if !of::engine::signal::set_patching(true) {
+        println!("  site patching: unavailable on this kernel (no core-serialising membarrier)");
+        return;
+    }
+    let sink = sink as u64;
+    let load = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: one map load (r8's slot), then an ordinary store to `sink`.
+            unsafe {
+                asm!(
+                    "mov {v}, qword ptr [0x40]",
+                    "mov qword ptr [{s}], {v}",
+                    v = out(reg) _,
+                    s = in(reg) sink,
+                    options(nostack),
+                )
+            };
+        }
+    };
+    let add = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: r9 += 1 through the map (r9 declared), then an ordinary store.
+            unsafe {
+                asm!(
+                    "add qword ptr [0x48], 1",
+                    "mov qword ptr [{s}], 0",
+                    s = in(reg) sink,
+                    out("r9") _,
+                    options(nostack),
+                )
+            };
+        }
+    };
+    let add_register = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: the same on the register itself.
+            unsafe {
+                asm!(
+                    "add r9, 1",
+                    "mov qword ptr [{s}], 0",
+                    s = in(reg) sink,
+                    out("r9") _,
+                    options(nostack),
+                )
+            };
+        }
+    };
+    let burst = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: 16 map instructions on r8..r11 (declared clobbered), then a store.
+            unsafe {
+                asm!(
+                    "mov qword ptr [0x40], 1",
+                    "add qword ptr [0x40], 2",
+                    "mov qword ptr [0x48], 3",
+                    "add qword ptr [0x48], 4",
+                    "xor qword ptr [0x50], 5",
+                    "or qword ptr [0x50], 6",
+                    "sub qword ptr [0x58], 7",
+                    "and qword ptr [0x58], 8",
+                    "mov r9, qword ptr [0x40]",
+                    "add r10, qword ptr [0x48]",
+                    "inc qword ptr [0x40]",
+                    "dec qword ptr [0x48]",
+                    "shl qword ptr [0x50], 3",
+                    "cmp qword ptr [0x58], 9",
+                    "mov dword ptr [0x44], 0",
+                    "add byte ptr [0x41], 1",
+                    "mov qword ptr [{s}], 0",
+                    s = in(reg) sink,
+                    out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                    options(nostack),
+                )
+            };
+        }
+    };
+    let looped = |n: u64| {
+        let mut result: u64;
+        // SAFETY: a loop of map increments of r8; r12 counts down; both declared.
+        unsafe {
+            asm!(
+                "xor r8, r8",
+                "2:",
+                "add qword ptr [0x40], 1",
+                "dec r12",
+                "jnz 2b",
+                inout("r12") n => _,
+                out("r8") result,
+                options(nostack),
+            )
+        };
+        assert_eq!(result, n, "loop result");
+    };
+    // Warm up with the timed loop lengths (the compiler may unroll a loop into several copies
+    // of the instruction: each is a site of its own): each site faults until it is patched.
+    let before = of::engine::patch::stats();
+    for _ in 0..3 {
+        load(n);
+        add(n);
+        add_register(n);
+        burst(n);
+        looped(1_000_000);
+        of::engine::patch::flush();
+    }
+    let after = of::engine::patch::stats();
+    let (mut loads, mut adds, mut regs) = (vec![], vec![], vec![]);
+    for _ in 0..7 {
+        loads.push(per_iter(n, load));
+        adds.push(per_iter(n, add));
+        regs.push(per_iter(n, add_register));
+    }
+    let (load_ns, add_ns, reg_ns) = (median(loads), median(adds), median(regs));
+    let burst_ns = per_iter(n, burst) / 16.0;
+    let loops: u64 = 1_000_000;
+    let t = Instant::now();
+    looped(loops);
+    let loop_ns = t.elapsed().as_nanos() as f64 / loops as f64;
+    println!(
+        "site patching on ({} sites patched while warming up, {} refused):",
+        after.patched - before.patched,
+        after.refused - before.refused
+    );
+    println!(
+        "  isolated load at a patched site    {load_ns:9.2} ns  {:9.4}x floor",
+        load_ns / floor_ns
+    );
+    println!(
+        "  isolated add at a patched site     {add_ns:9.2} ns  {:9.4}x floor; {:.1}x the same add on the register ({reg_ns:.2} ns)",
+        add_ns / floor_ns,
+        add_ns / reg_ns
+    );
+    println!(
+        "  burst of 16, per map instruction   {burst_ns:9.2} ns  {:9.4}x floor",
+        burst_ns / floor_ns
+    );
+    println!(
+        "  10^6 loop, per increment           {loop_ns:9.2} ns  {:9.4}x floor",
+        loop_ns / floor_ns
     );
 }

@@ -744,3 +744,161 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
     }
     done
 }
+
+/// How many instructions [`reaches_map`] looks at, over every path it follows.
+pub const LOOK_AHEAD: usize = 12;
+
+/// Whether run-ahead from `rip` would reach another map access before it has to stop: decodes
+/// (without executing) the instructions that follow — along fall-through, direct jumps and
+/// both ways of a conditional branch, at most [`LOOK_AHEAD`] instructions — and answers true at
+/// the first one whose memory operand lies in page 0. The address of an operand with base or
+/// index registers is computed from the registers of `m` as long as no instruction looked at
+/// before it can have written them. It answers false at the first access to ordinary memory,
+/// stack or string instruction, or instruction run-ahead does not execute on every path: then
+/// the CPU is faster at what run-ahead would do (SPEC §8: an isolated access costs a fault and
+/// no more).
+///
+/// # Examples
+///
+/// (`Buffer` is the code source of the [`CodeSource`] example.)
+///
+/// ```
+/// # use iced_x86::{ConstantOffsets, Instruction};
+/// # use of_core::emulate::runahead::CodeSource;
+/// # struct Buffer {
+/// #     base: u64,
+/// #     code: Vec<u8>,
+/// # }
+/// # impl CodeSource for Buffer {
+/// #     fn fetch(&mut self, rip: u64, buf: &mut [u8; 16]) -> usize {
+/// #         let Some(off) = rip.checked_sub(self.base) else { return 0 };
+/// #         let rest = self.code.get(off as usize..).unwrap_or(&[]);
+/// #         let n = rest.len().min(15);
+/// #         buf[..n].copy_from_slice(&rest[..n]);
+/// #         n
+/// #     }
+/// #     fn decode(&mut self, b: &[u8; 16], n: usize, rip: u64) -> Option<(Instruction, ConstantOffsets)> {
+/// #         of_core::decode::decode(&b[..n], rip).ok()
+/// #     }
+/// #     fn signal_pending(&mut self) -> bool {
+/// #         false
+/// #     }
+/// # }
+/// use of_core::emulate::runahead::reaches_map;
+/// use of_core::RegisterFile;
+///
+/// let m = RegisterFile::default();
+/// // dec r12; mov [rsi], r12; jnz back: an ordinary store comes first.
+/// let loop_with_store = vec![0x49, 0xFF, 0xCC, 0x4C, 0x89, 0x26, 0x75, 0xF8];
+/// let mut src = Buffer { base: 0x1000, code: loop_with_store };
+/// assert!(!reaches_map(&m, &mut src, 0x1000));
+/// // dec r12; add qword ptr [0x40], 1: the next map access is two instructions on.
+/// let burst = vec![0x49, 0xFF, 0xCC, 0x48, 0x83, 0x04, 0x25, 0x40, 0x00, 0x00, 0x00, 0x01];
+/// let mut src = Buffer { base: 0x1000, code: burst };
+/// assert!(reaches_map(&m, &mut src, 0x1000));
+/// ```
+pub fn reaches_map<M: Machine + ?Sized, S: CodeSource + ?Sized>(
+    m: &M,
+    src: &mut S,
+    rip: u64,
+) -> bool {
+    let mut bytes = [0u8; 16];
+    // Paths still to look at (a conditional branch adds one), and what they may have written.
+    let mut paths: [(u64, u32); 4] = [(rip, 0); 4];
+    let mut npaths = 1;
+    let mut looked = 0;
+    while npaths > 0 {
+        npaths -= 1;
+        let (mut pc, mut written) = paths[npaths];
+        loop {
+            if looked >= LOOK_AHEAD {
+                return false;
+            }
+            looked += 1;
+            let n = src.fetch(pc, &mut bytes);
+            let Some((instr, _)) = src.decode(&bytes, n, pc) else {
+                break;
+            };
+            if let Some(op) = (0..instr.op_count()).find(|&i| instr.op_kind(i) == OpKind::Memory) {
+                if instr.mnemonic() == Mnemonic::Lea || instr.mnemonic() == Mnemonic::Nop {
+                    written |= destination_mask(&instr);
+                    pc = instr.next_ip();
+                    continue;
+                }
+                let regs = [instr.memory_base(), instr.memory_index()];
+                let known = regs.iter().all(|&r| {
+                    r == Register::None
+                        || r == Register::RIP
+                        || gpr_number(r).is_some_and(|g| written & (1 << g) == 0)
+                });
+                let in_page0 = known
+                    && operands::effective_address(m, &instr, op).is_some_and(|ea| {
+                        map::touches_page0(ea, instr.memory_size().size() as u64)
+                    });
+                if in_page0 {
+                    return true;
+                }
+                break; // ordinary memory (or an address we cannot tell): the CPU's job
+            }
+            if instr.is_jcc_short_or_near() {
+                if npaths < paths.len() {
+                    paths[npaths] = (instr.next_ip(), written);
+                    npaths += 1;
+                }
+                pc = instr.near_branch_target();
+                continue;
+            }
+            if instr.is_jmp_short_or_near() {
+                pc = instr.near_branch_target();
+                continue;
+            }
+            if instr.stack_pointer_increment() != 0
+                || instr.is_string_instruction()
+                || !plain_registers(&instr)
+            {
+                break;
+            }
+            written |= destination_mask(&instr);
+            pc = instr.next_ip();
+        }
+    }
+    false
+}
+
+fn gpr_number(r: Register) -> Option<u32> {
+    (r.is_gpr64() || r.is_gpr32()).then(|| r.full_register().number() as u32)
+}
+
+/// The general-purpose registers an instruction may write (a superset): its first register
+/// operand, and every register for the few with implicit destinations.
+fn destination_mask(instr: &Instruction) -> u32 {
+    use Mnemonic as M;
+    match instr.mnemonic() {
+        M::Mul
+        | M::Imul
+        | M::Div
+        | M::Idiv
+        | M::Cwd
+        | M::Cdq
+        | M::Cqo
+        | M::Cpuid
+        | M::Rdtsc
+        | M::Rdtscp
+        | M::Xchg
+        | M::Xadd
+        | M::Cmpxchg
+        | M::Mulx
+        | M::Syscall
+        | M::Rdrand
+        | M::Rdseed => u32::MAX,
+        _ if instr.op_count() > 0 && instr.op0_kind() == OpKind::Register => {
+            let r = instr.op0_register();
+            if r.is_gpr() {
+                1 << (r.full_register().number() as u32 & 15)
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}

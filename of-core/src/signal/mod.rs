@@ -386,7 +386,13 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
                     start,
                     end: end.wrapping_add(1),
                 };
-                let n = emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX);
+                // Look before emulating: run ahead only when that reaches another map access.
+                let next = crate::machine::Machine::rip(&m);
+                let n = if emulate::runahead::reaches_map(&m, &mut code, next) {
+                    emulate::runahead::run(&mut m, &mut code, RUNAHEAD_MAX)
+                } else {
+                    0
+                };
                 unproductive::record(rip, n);
                 if n > 0 {
                     RUNAHEAD_INSTRUCTIONS.fetch_add(n as u64, Ordering::Relaxed);
