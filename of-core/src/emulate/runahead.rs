@@ -787,7 +787,8 @@ pub const LOOK_AHEAD: usize = 12;
 /// use of_core::emulate::runahead::reaches_map;
 /// use of_core::RegisterFile;
 ///
-/// let m = RegisterFile::default();
+/// let mut m = RegisterFile::default();
+/// m.gpr[6] = 0x10_0000; // rsi: ordinary memory
 /// // dec r12; mov [rsi], r12; jnz back: an ordinary store comes first.
 /// let loop_with_store = vec![0x49, 0xFF, 0xCC, 0x4C, 0x89, 0x26, 0x75, 0xF8];
 /// let mut src = Buffer { base: 0x1000, code: loop_with_store };
@@ -795,6 +796,10 @@ pub const LOOK_AHEAD: usize = 12;
 /// // dec r12; add qword ptr [0x40], 1: the next map access is two instructions on.
 /// let burst = vec![0x49, 0xFF, 0xCC, 0x48, 0x83, 0x04, 0x25, 0x40, 0x00, 0x00, 0x00, 0x01];
 /// let mut src = Buffer { base: 0x1000, code: burst };
+/// assert!(reaches_map(&m, &mut src, 0x1000));
+/// // With rsi pointing into the map, the store of the first loop is a map access.
+/// m.gpr[6] = 0x60;
+/// let mut src = Buffer { base: 0x1000, code: vec![0x49, 0xFF, 0xCC, 0x4C, 0x89, 0x26] };
 /// assert!(reaches_map(&m, &mut src, 0x1000));
 /// ```
 pub fn reaches_map<M: Machine + ?Sized, S: CodeSource + ?Sized>(
