@@ -71,6 +71,7 @@ c-tests: libof | $(BUILD)
 	    $(CC) $$opt -Wall -fno-builtin -fno-delete-null-pointer-checks $(C_FIXED) -Iinclude -pthread \
 	      -o $(BUILD)/$$name$$opt $$src $(LIBOF) $(LDLIBS); \
 	    echo "== $$name $$opt"; $(BUILD)/$$name$$opt; \
+	    echo "== $$name $$opt, site patching on (OF_PATCH=1)"; OF_PATCH=1 $(BUILD)/$$name$$opt; \
 	  done; \
 	done
 

@@ -34,6 +34,12 @@ int map_registers(void);
 /* The same as map_registers(), under a prefixed name. */
 int of_map_registers(void);
 
+/* Site patching (off by default; OF_PATCH=1 in the environment at installation turns it on):
+ * a page-0 instruction that keeps faulting at one address is rewritten into a jump to
+ * generated code doing the same to the real registers, without a fault. on != 0 turns it on,
+ * 0 off; returns 1 if patching is on afterwards, else 0. Call after map_registers(). */
+int of_set_patching(int on);
+
 /* Byte offsets of the registers in page 0. */
 #define OF_RAX 0x00
 #define OF_RCX 0x08

@@ -455,4 +455,20 @@ pub mod ffi {
     pub extern "C" fn of_map_registers() -> core::ffi::c_int {
         c_map_registers()
     }
+
+    /// `int of_set_patching(int on)`: turns site patching (SPEC §6) on (`on` non-zero) or off,
+    /// as `OF_PATCH=1` does at installation; returns 1 if patching is on afterwards, else 0 (it
+    /// cannot be turned on where the kernel lacks core-serialising membarriers). Off by default.
+    /// Call it after `map_registers()`, outside signal handlers.
+    ///
+    /// ```
+    /// assert_eq!(of::ffi::of_map_registers(), 0);
+    /// let on = of::ffi::of_set_patching(1);
+    /// assert_eq!(on == 1, of::engine::signal::patching_enabled());
+    /// assert_eq!(of::ffi::of_set_patching(0), 0);
+    /// ```
+    #[unsafe(no_mangle)]
+    pub extern "C" fn of_set_patching(on: core::ffi::c_int) -> core::ffi::c_int {
+        core::ffi::c_int::from(of_core::signal::set_patching(on != 0))
+    }
 }
