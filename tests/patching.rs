@@ -421,3 +421,100 @@ fn deny_code_writes() {
         );
     }
 }
+
+/// A program's own breakpoint (`int3`) still reaches the SIGTRAP handler it installed before
+/// `of` (patching installs one of its own for the int3 of its patch protocol).
+#[test]
+fn a_programs_own_int3_still_reaches_its_handler() {
+    const NAME: &str = "a_programs_own_int3_still_reaches_its_handler";
+    if in_child(NAME) {
+        static TRAPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        extern "C" fn mine(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+            TRAPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: installing our SIGTRAP handler before `of`'s.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = mine as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGTRAP, &sa, std::ptr::null_mut());
+        }
+        if !enable() {
+            println!("child ok (patching unavailable)");
+            return;
+        }
+        // SAFETY: a breakpoint; our handler counts it and execution goes on after it.
+        unsafe { asm!("int3") };
+        assert_eq!(TRAPS.load(std::sync::atomic::Ordering::Relaxed), 1);
+        println!("child ok");
+        return;
+    }
+    let (status, text) = child(NAME);
+    assert!(status.success() && text.contains("child ok"), "{text}");
+}
+
+/// Code unmapped and replaced at the same address is never patched from the old record: the
+/// new instruction faults, is learnt from its own bytes and patched as itself.
+#[test]
+fn code_replaced_at_the_same_address_is_learnt_again() {
+    if !enable() {
+        return;
+    }
+    // An executable page of our own: `add qword ptr [0x68], imm8` (r13), a store to [rsi], ret.
+    let code = |imm: u8| -> Vec<u8> {
+        let mut c = vec![0x48, 0x83, 0x04, 0x25, 0x68, 0x00, 0x00, 0x00, imm]; // add [0x68], imm
+        c.extend([0x48, 0x89, 0x06]); // mov [rsi], rax
+        c.push(0xC3); // ret
+        c
+    };
+    let run = |page: u64, n: u64, start: u64| -> u64 {
+        let mut r13 = start;
+        let word = 0u64;
+        for _ in 0..n {
+            // SAFETY: calls the page's code: r13 += imm through the map, a store to `word`.
+            unsafe {
+                asm!(
+                    "call {f}",
+                    f = in(reg) page,
+                    in("rsi") &word,
+                    inout("r13") r13,
+                    out("rax") _,
+                )
+            };
+        }
+        r13
+    };
+    let map_code = |bytes: &[u8], at: u64| -> u64 {
+        // SAFETY: a fresh private mapping at a fixed hint we then own; written while writable,
+        // then made read+execute.
+        unsafe {
+            let p = libc::mmap(
+                at as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            );
+            assert_eq!(p as u64, at);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len());
+            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
+            at
+        }
+    };
+    let at = 0x3E00_0000u64;
+    let page = map_code(&code(1), at);
+    assert_eq!(run(page, 100, 0), 100);
+    of::engine::patch::flush();
+    // SAFETY: the page is mapped.
+    assert_eq!(unsafe { std::ptr::read_volatile(page as *const u8) }, 0xE9);
+    assert_eq!(run(page, 100, 0), 100);
+    // SAFETY: our mapping.
+    unsafe { libc::munmap(page as *mut libc::c_void, 4096) };
+    let page = map_code(&code(3), at);
+    assert_eq!(run(page, 100, 0), 300, "the new code, not the old record");
+    of::engine::patch::flush();
+    assert_eq!(run(page, 100, 0), 300);
+    // SAFETY: our mapping.
+    unsafe { libc::munmap(page as *mut libc::c_void, 4096) };
+}

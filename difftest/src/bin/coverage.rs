@@ -335,7 +335,12 @@ fn main() {
     );
     let integer_codes_list: Vec<Code> = rows
         .values()
-        .flat_map(|r| r.codes.iter().filter(|c| c.1 == Category::Integer).map(|c| c.0))
+        .flat_map(|r| {
+            r.codes
+                .iter()
+                .filter(|c| c.1 == Category::Integer)
+                .map(|c| c.0)
+        })
         .collect();
     let patchable = integer_codes_list
         .iter()
