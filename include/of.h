@@ -23,6 +23,8 @@
 #ifndef OF_H
 #define OF_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -39,6 +41,31 @@ int of_map_registers(void);
  * generated code doing the same to the real registers, without a fault. on != 0 turns it on,
  * 0 off; returns 1 if patching is on afterwards, else 0. Call after map_registers(). */
 int of_set_patching(int on);
+
+/* Tracing: one line per emulated instruction (thread id, rip, bytes, the instruction, the
+ * registers and flags it changed, fault or run-ahead) to file descriptor fd (2: stderr), or
+ * off for fd < 0. OF_TRACE=1 (stderr) or OF_TRACE=FILE (appended) does it at installation. */
+void of_set_trace_fd(int fd);
+
+/* The fault path's counters since installation (OF_STATS=1 prints them at exit). */
+struct of_site {
+    uint64_t rip;   /* the faulting instruction (0: unused entry) */
+    uint64_t count; /* faults there */
+};
+struct of_stats {
+    uint64_t faults;                /* SIGSEGV/SIGBUS signals the handler saw */
+    uint64_t faults_emulated;       /* faults whose instruction was emulated */
+    uint64_t runahead_instructions; /* further instructions emulated by run-ahead */
+    uint64_t passed_on;             /* faults passed on to the previous handler */
+    uint64_t exceptions;            /* #DE, #GP, #XM, #PF raised as the CPU would */
+    uint64_t refused;               /* map accesses refused (the diagnostic, then SIGSEGV) */
+    uint64_t icache_hits;           /* decoded-instruction cache hits */
+    uint64_t icache_misses;         /* and misses */
+    uint64_t patched;               /* sites patched (site patching) */
+    uint64_t patch_refused;         /* sites site patching left on the fault path */
+    struct of_site sites[8];        /* the busiest fault sites, busiest first */
+};
+void of_stats(struct of_stats *out);
 
 /* Byte offsets of the registers in page 0. */
 #define OF_RAX 0x00

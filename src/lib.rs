@@ -99,6 +99,29 @@ pub use of_core::GeneralRegisters;
 /// `docs/rust-api.md` and the `of-macros` crate documentation; `tests/ui` holds one case per
 /// compile error.
 pub use of_macros::mapped;
+
+/// The fault path's counters since installation: faults taken, instructions emulated (by a
+/// fault and by run-ahead), faults passed on to the handler installed before, exceptions
+/// raised, refusals by reason, the decoded-instruction cache's hits and misses, the busiest
+/// fault sites (rip, count, instruction bytes) and site patching's counters. `OF_STATS=1` in the
+/// environment prints them at exit; from C, `of_stats()`.
+///
+/// # Examples
+///
+/// ```
+/// let r = of::map_registers().unwrap();
+/// let before = of::stats();
+/// r.r12.store(1); // one map access, one fault
+/// let after = of::stats();
+/// assert!(after.faults_emulated > before.faults_emulated);
+/// let busiest = after.sites[0];
+/// assert!(busiest.count >= 1 && busiest.rip != 0);
+/// ```
+pub fn stats() -> Stats {
+    of_core::signal::stats()
+}
+
+pub use of_core::signal::{Refusal, Site, Stats};
 pub use reg::{Plain, RegU8, RegU16, RegU32, RegU64, Special};
 pub use token::Registers;
 pub use vector::RegU128;
@@ -470,5 +493,103 @@ pub mod ffi {
     #[unsafe(no_mangle)]
     pub extern "C" fn of_set_patching(on: core::ffi::c_int) -> core::ffi::c_int {
         core::ffi::c_int::from(of_core::signal::set_patching(on != 0))
+    }
+
+    /// `void of_set_trace_fd(int fd)`: traces every emulated instruction to file descriptor
+    /// `fd` (2: standard error), one line each, or stops tracing (`fd` < 0); `OF_TRACE=1` or
+    /// `OF_TRACE=FILE` in the environment does it at installation (see `of::engine::trace`).
+    ///
+    /// ```
+    /// of::ffi::of_set_trace_fd(2);
+    /// assert_eq!(of::engine::trace::fd(), Some(2));
+    /// of::ffi::of_set_trace_fd(-1);
+    /// assert_eq!(of::engine::trace::fd(), None);
+    /// ```
+    #[unsafe(no_mangle)]
+    pub extern "C" fn of_set_trace_fd(fd: core::ffi::c_int) {
+        of_core::trace::set_fd((fd >= 0).then_some(fd));
+    }
+
+    /// A fault site in [`OfStats`] (`struct of_site` in `of.h`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct OfSite {
+        /// The faulting instruction's address (0: unused entry).
+        pub rip: u64,
+        /// Faults there.
+        pub count: u64,
+    }
+
+    /// The counters of [`crate::stats`] for C (`struct of_stats` in `of.h`; every field a
+    /// `uint64_t`, then 8 sites, busiest first).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct OfStats {
+        /// SIGSEGV/SIGBUS signals the handler saw.
+        pub faults: u64,
+        /// Faults whose instruction was emulated.
+        pub faults_emulated: u64,
+        /// Further instructions emulated by run-ahead.
+        pub runahead_instructions: u64,
+        /// Faults passed on to the previous handler.
+        pub passed_on: u64,
+        /// Exceptions raised as the CPU would have.
+        pub exceptions: u64,
+        /// Map accesses refused (every reason).
+        pub refused: u64,
+        /// Decoded-instruction cache hits.
+        pub icache_hits: u64,
+        /// Decoded-instruction cache misses.
+        pub icache_misses: u64,
+        /// Sites patched.
+        pub patched: u64,
+        /// Sites refused by site patching.
+        pub patch_refused: u64,
+        /// The busiest fault sites.
+        pub sites: [OfSite; 8],
+    }
+
+    const _: () = assert!(core::mem::size_of::<OfStats>() == 10 * 8 + 8 * 16);
+
+    /// `void of_stats(struct of_stats *out)`: fills `*out` with the counters (see
+    /// [`crate::stats`]). `out` must point to a `struct of_stats`; a null pointer is ignored.
+    ///
+    /// ```
+    /// let r = of::map_registers().unwrap();
+    /// r.r13.store(7);
+    /// let mut s = of::ffi::OfStats::default();
+    /// // SAFETY: a valid pointer to a struct of ours.
+    /// unsafe { of::ffi::of_stats(&mut s) };
+    /// assert!(s.faults_emulated >= 1 && s.sites[0].count >= 1);
+    /// ```
+    ///
+    /// # Safety
+    /// `out` is null or valid for writing one `struct of_stats`.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn of_stats(out: *mut OfStats) {
+        let s = crate::stats();
+        let mut c = OfStats {
+            faults: s.faults,
+            faults_emulated: s.faults_emulated,
+            runahead_instructions: s.runahead_instructions,
+            passed_on: s.passed_on,
+            exceptions: s.exceptions,
+            refused: s.refused,
+            icache_hits: s.icache_hits,
+            icache_misses: s.icache_misses,
+            patched: s.patch.patched,
+            patch_refused: s.patch.refused,
+            sites: [OfSite::default(); 8],
+        };
+        for (c, s) in c.sites.iter_mut().zip(s.sites.iter()) {
+            *c = OfSite {
+                rip: s.rip,
+                count: s.count,
+            };
+        }
+        // SAFETY: the caller passes null or a pointer valid for one struct of_stats.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = c;
+        }
     }
 }

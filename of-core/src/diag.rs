@@ -258,10 +258,32 @@ impl fmt::Write for Line {
 ///
 /// assert_eq!(capture(|| write_stderr(b"of: one line\n")), "of: one line\n");
 /// ```
-pub fn write_stderr(mut bytes: &[u8]) {
+pub fn write_stderr(bytes: &[u8]) {
+    write_fd(2, bytes);
+}
+
+/// Writes all of `bytes` to file descriptor `fd` with write(2), retrying after EINTR and short
+/// writes (async-signal-safe); gives up silently on any other error.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::diag::write_fd;
+///
+/// let mut fds = [0; 2];
+/// // SAFETY: a pipe of our own, read back and closed.
+/// unsafe { assert_eq!(libc::pipe(fds.as_mut_ptr()), 0) };
+/// write_fd(fds[1], b"of: to a pipe\n");
+/// let mut buf = [0u8; 64];
+/// // SAFETY: reading from and closing our own pipe.
+/// let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+/// unsafe { libc::close(fds[0]); libc::close(fds[1]) };
+/// assert_eq!(&buf[..n as usize], b"of: to a pipe\n");
+/// ```
+pub fn write_fd(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the pointer and length describe a live byte slice.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n < 0 {
             // SAFETY: reading errno through libc's thread-local accessor is async-signal-safe.
             if unsafe { *libc::__errno_location() } == libc::EINTR {

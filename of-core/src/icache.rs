@@ -104,9 +104,11 @@ pub fn decode(
         let found = hit.then_some((e.instr, e.offsets));
         slot.state.store(VALID, Ordering::Release);
         if let Some(found) = found {
+            crate::signal::stats::ICACHE_HITS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             return Ok(found);
         }
     }
+    crate::signal::stats::ICACHE_MISSES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let (instr, offsets) = decode::decode(&bytes[..n], rip)?;
     let cur = slot.state.load(Ordering::Relaxed);
     if cur != BUSY

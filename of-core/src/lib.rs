@@ -91,6 +91,8 @@ pub mod patch;
 pub mod regs;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod signal;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod trace;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use emulate::{EmulationError, Exception, emulate};

@@ -207,6 +207,32 @@ pub trait CodeSource {
     /// assert_eq!(run(&mut m, &mut src, 1000), 4 * SIGNAL_CHECK_EVERY);
     /// ```
     fn signal_pending(&mut self) -> bool;
+
+    /// Whether to report each instruction run-ahead emulates through [`CodeSource::traced`]
+    /// (off by default; the fault handler's source says yes when `OF_TRACE` is on).
+    ///
+    /// # Examples
+    ///
+    /// A source that keeps no trace needs nothing: the default says no.
+    fn tracing(&self) -> bool {
+        false
+    }
+
+    /// Called after run-ahead emulated `instr` (its `bytes`) when [`CodeSource::tracing`] is
+    /// on, with the registers before and after it.
+    ///
+    /// # Examples
+    ///
+    /// See [`crate::trace`] for the line the fault handler writes.
+    fn traced(
+        &mut self,
+        instr: &Instruction,
+        bytes: &[u8],
+        before: &crate::trace::Snap,
+        after: &crate::trace::Snap,
+    ) {
+        let _ = (instr, bytes, before, after);
+    }
 }
 
 /// How often [`CodeSource::signal_pending`] is asked, in instructions.
@@ -717,6 +743,7 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
             }
         };
         let (instr, offsets, kind) = (&e.instr, &e.offsets, e.kind);
+        let before = src.tracing().then(|| crate::trace::Snap::of(m));
         let ok = if fast(m, e.fast, instr.next_ip()) {
             true
         } else if e.has_memory {
@@ -735,6 +762,10 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
         };
         if !ok {
             break;
+        }
+        if let Some(before) = &before {
+            let after = crate::trace::Snap::of(m);
+            src.traced(instr, &bytes[..n], before, &after);
         }
         if kind == Kind::String && m.rip() == rip {
             // A rep string instruction left its remaining iterations to the CPU.

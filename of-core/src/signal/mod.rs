@@ -16,12 +16,15 @@ pub mod chain;
 pub mod context;
 pub mod report;
 pub mod stacks;
+pub mod stats;
+
+pub use stats::{Refusal, Site, Stats, stats};
 
 use crate::decode::MAX_INSTRUCTION_LEN;
 use crate::emulate::{self, EmulationError};
 use crate::map::PAGE_SIZE;
 use context::SignalContext;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use report::codes;
 
 /// Why [`install`] failed.
@@ -188,6 +191,13 @@ fn install_now() -> Result<(), InstallError> {
         // Off silently where the system cannot do it (the fault path works regardless).
         set_patching(true);
     }
+    crate::trace::from_env();
+    // SAFETY: as above.
+    let print_stats = unsafe { libc::getenv(c"OF_STATS".as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    if !print_stats.is_null() && unsafe { *print_stats } == b'1' as libc::c_char {
+        stats::print_at_exit();
+    }
     Ok(())
 }
 
@@ -274,6 +284,9 @@ unsafe extern "C" fn body(args: *mut u8) {
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes valid pointers for an SA_SIGINFO handler.
     let outcome = unsafe { handle(sig, &*info, &mut *ctx.cast::<libc::ucontext_t>()) };
+    if !matches!(outcome, Outcome::Resume) {
+        stats::PASSED_ON.fetch_add(1, Ordering::Relaxed);
+    }
     if let Outcome::ChainWithNote(note) = outcome {
         // The line is for a fault that kills the process: print it first when the previous
         // action is the default one; when a previous handler declines the fault by restoring
@@ -331,6 +344,7 @@ fn fetch(rip: u64, buf: &mut [u8; 16]) -> usize {
 
 /// The decision procedure of SPEC §4, then emulation.
 fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -> Outcome {
+    stats::FAULTS.fetch_add(1, Ordering::Relaxed);
     let code = info.si_code;
     let memory_fault = match sig {
         libc::SIGSEGV => code == codes::SEGV_MAPERR || code == codes::SEGV_ACCERR,
@@ -373,9 +387,15 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             fetch: false,
         });
     };
+    let before = crate::trace::fd().map(|_| crate::trace::Snap::of(&m));
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
-            FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
+            if let Some(before) = &before {
+                let after = crate::trace::Snap::of(&m);
+                crate::trace::emit("fault", &instr, &bytes[..len], before, &after);
+            }
+            stats::FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
+            stats::site(rip, &bytes[..len]);
             if !original {
                 crate::patch::on_emulated_fault(rip, &bytes[..len], &instr);
             }
@@ -395,7 +415,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
                 };
                 unproductive::record(rip, n);
                 if n > 0 {
-                    RUNAHEAD_INSTRUCTIONS.fetch_add(n as u64, Ordering::Relaxed);
+                    stats::RUNAHEAD_INSTRUCTIONS.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             Outcome::Resume
@@ -408,7 +428,9 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             fetch: false,
         }),
         Err(EmulationError::Unsupported(reason)) => {
+            stats::refused(reason);
             report::cannot_emulate(&instr, &bytes[..len], reason);
+            stats::print_before_dying();
             // The instruction faults again on return and the default action kills the process
             // with SIGSEGV at that instruction (core dump included).
             chain::reset_default(libc::SIGSEGV);
@@ -416,6 +438,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             Outcome::Resume
         }
         Err(EmulationError::Exception(e)) => {
+            stats::EXCEPTIONS.fetch_add(1, Ordering::Relaxed);
             report::raise(uc, e, rip);
             Outcome::Resume
         }
@@ -471,67 +494,6 @@ mod unproductive {
 /// Whether run-ahead is on (see [`crate::emulate::runahead`]); on unless `OF_RUNAHEAD=0` was
 /// set when the handler was installed, or [`set_runahead`] turned it off.
 static RUNAHEAD: AtomicBool = AtomicBool::new(true);
-
-/// Faults emulated since installation (each counts once, however far it ran ahead).
-static FAULTS_EMULATED: AtomicU64 = AtomicU64::new(0);
-/// Instructions emulated by run-ahead (beyond the faulting instructions).
-static RUNAHEAD_INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
-
-/// Counters of the fault path, for benchmarks and tests.
-///
-/// # Examples
-///
-/// ```
-/// use of_core::signal::Stats;
-///
-/// let s = Stats::default();
-/// assert_eq!((s.faults_emulated, s.runahead_instructions), (0, 0));
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Faults whose instruction was emulated.
-    pub faults_emulated: u64,
-    /// Further instructions emulated by run-ahead in those faults.
-    pub runahead_instructions: u64,
-}
-
-/// The counters since installation (process-wide, relaxed: exact once threads are quiet).
-///
-/// # Examples
-///
-/// Two map instructions in a row cost one fault: the second is emulated by run-ahead.
-///
-/// ```
-/// use of_core::signal::{self, stats};
-///
-/// signal::install().unwrap();
-/// signal::set_runahead(true);
-/// let before = stats();
-/// let mut rcx: u64 = 0;
-/// // SAFETY: both page-0 accesses are emulated and change only rcx and the status flags. The
-/// // alignment keeps both instructions in one page (run-ahead never leaves the faulting
-/// // instruction's page).
-/// unsafe {
-///     core::arch::asm!(
-///         ".p2align 5",
-///         "add qword ptr [8], 1",
-///         "add qword ptr [8], 1",
-///         inout("rcx") rcx,
-///         options(nostack),
-///     )
-/// };
-/// assert_eq!(rcx, 2);
-/// let after = stats();
-/// assert_eq!(after.faults_emulated, before.faults_emulated + 1);
-/// // The second `add`, and possibly register-only instructions after the asm block.
-/// assert!(after.runahead_instructions > before.runahead_instructions);
-/// ```
-pub fn stats() -> Stats {
-    Stats {
-        faults_emulated: FAULTS_EMULATED.load(Ordering::Relaxed),
-        runahead_instructions: RUNAHEAD_INSTRUCTIONS.load(Ordering::Relaxed),
-    }
-}
 
 /// The most instructions one fault may run ahead.
 ///
@@ -660,6 +622,20 @@ impl emulate::runahead::CodeSource for FetchedCode {
         rip: u64,
     ) -> Option<(iced_x86::Instruction, iced_x86::ConstantOffsets)> {
         crate::icache::decode(bytes, n, rip).ok()
+    }
+
+    fn tracing(&self) -> bool {
+        crate::trace::fd().is_some()
+    }
+
+    fn traced(
+        &mut self,
+        instr: &iced_x86::Instruction,
+        bytes: &[u8],
+        before: &crate::trace::Snap,
+        after: &crate::trace::Snap,
+    ) {
+        crate::trace::emit("run-ahead", instr, bytes, before, after);
     }
 
     fn signal_pending(&mut self) -> bool {

@@ -98,7 +98,7 @@ impl FormatterOutput for LineOutput<'_> {
 }
 
 /// Appends the Intel-syntax text of `instr`, or `(busy)` if another thread is formatting.
-fn push_disassembly(line: &mut Line, instr: &Instruction) {
+pub(crate) fn push_disassembly(line: &mut Line, instr: &Instruction) {
     if FORMATTER_BUSY.swap(true, Ordering::Acquire) {
         line.push_str("(instruction)");
         return;
