@@ -59,21 +59,24 @@ fn c_programs_pass_at_every_optimisation_level() {
     let Some(out) = make("c-tests") else { return };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
-    // Every program ran at every level and reached its verdict line.
+    // Every program ran at every level, with site patching off and on, and reached its
+    // verdict line.
     for prog in ["memcpy_snapshot", "pointers", "threads"] {
         for opt in ["-O0", "-O1", "-O2", "-O3", "-Os"] {
-            assert!(
-                stdout.contains(&format!("== {prog} {opt}\n")),
-                "{prog} {opt} did not run:\n{stdout}"
-            );
+            for run in ["", ", site patching on (OF_PATCH=1)"] {
+                assert!(
+                    stdout.contains(&format!("== {prog} {opt}{run}\n")),
+                    "{prog} {opt}{run} did not run:\n{stdout}"
+                );
+            }
         }
     }
     assert_eq!(
         stdout
             .matches("pointers: 200 rounds, 0 mismatches: ok")
             .count(),
-        5,
+        10,
         "{stdout}"
     );
-    assert_eq!(stdout.matches(", 0 wrong: ok").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches(", 0 wrong: ok").count(), 10, "{stdout}");
 }
