@@ -53,6 +53,7 @@ compile_error!(
 );
 
 pub mod reg;
+pub mod region;
 pub mod registers;
 mod token;
 pub mod vector;

@@ -220,6 +220,27 @@ impl Line {
     }
 }
 
+impl Line {
+    /// Appends `instr` as the diagnostics print it (iced-x86's MASM syntax, `0x` hex), or
+    /// `(instruction)` if the formatter is busy on another thread (async-signal-safe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::decode::decode;
+    /// use of_core::diag::Line;
+    ///
+    /// of_core::signal::install().unwrap(); // prepares the formatter
+    /// let (i, _) = decode(&[0x48, 0x83, 0x04, 0x25, 0x40, 0x00, 0x00, 0x00, 0x01], 0).unwrap();
+    /// let mut l = Line::default();
+    /// l.push_instruction(&i);
+    /// assert_eq!(l.as_bytes(), b"add qword ptr [0x40], 1");
+    /// ```
+    pub fn push_instruction(&mut self, instr: &iced_x86::Instruction) {
+        crate::signal::report::push_disassembly(self, instr);
+    }
+}
+
 impl fmt::Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.push_str(s);

@@ -88,6 +88,8 @@ pub mod map;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod patch;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod region;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod regs;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod signal;

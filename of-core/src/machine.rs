@@ -475,6 +475,23 @@ pub trait Machine {
     fn set_mxcsr(&mut self, value: u32) {
         let _ = value;
     }
+    /// Whether `addr..addr + len` lies in a trapped region ([`crate::region`]) that this machine
+    /// may access now (the fault handler holds the regions' bus). Region accesses are register
+    /// accesses as far as ownership and run-ahead go; their bytes are read and written through
+    /// [`Machine::read_memory`] and [`Machine::write_memory`], which serve them from the
+    /// region's device. No region by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::{Machine, RegisterFile};
+    ///
+    /// assert!(!RegisterFile::default().trapped(0x10_0000, 8));
+    /// ```
+    fn trapped(&self, addr: u64, len: u64) -> bool {
+        let _ = (addr, len);
+        false
+    }
     /// Reads ordinary memory (outside page 0) at `addr` into `buf`.
     ///
     /// # Errors

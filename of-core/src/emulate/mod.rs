@@ -224,6 +224,17 @@ pub enum EmulationError {
 /// );
 /// ```
 pub fn check_ownership(accesses: &[Access], fault_addr: Option<u64>) -> Result<(), EmulationError> {
+    ownership(accesses, fault_addr, |_, _| false)
+}
+
+/// [`check_ownership`], with accesses inside trapped regions ([`crate::region`], as
+/// `trapped` says) counted as register accesses too: mapped, writable, and ours when they cover
+/// the fault.
+fn ownership(
+    accesses: &[Access],
+    fault_addr: Option<u64>,
+    trapped: impl Fn(u64, u64) -> bool,
+) -> Result<(), EmulationError> {
     let mut touches = false;
     let mut covered = fault_addr.is_none();
     // A masked access (AVX-512) is checked on the bytes it touches: masked-off elements are
@@ -234,6 +245,13 @@ pub fn check_ownership(accesses: &[Access], fault_addr: Option<u64>) -> Result<(
         touches |=
             fault_addr.is_none() && a.runs().next().is_none() && map::touches_page0(a.addr, a.size);
         for (addr, size) in a.runs() {
+            if trapped(addr, size) {
+                touches = true;
+                if let Some(f) = fault_addr {
+                    covered |= f.wrapping_sub(addr) < size;
+                }
+                continue;
+            }
             if !map::touches_page0(addr, size) {
                 continue;
             }
@@ -314,8 +332,11 @@ pub fn emulate<M: Machine + ?Sized>(
         // A map access we do not emulate (x87, fxsave/xsave, ...) is reported as such even when
         // its operand also runs past the mapped bytes (a 512-byte fxsave always does).
         let hits_map = acc.as_slice().iter().any(|a| match fault_addr {
-            Some(f) => a.covers(f) && map::is_mapped(f, 1),
-            None => map::touches_page0(a.addr, a.size) && map::is_mapped(a.addr, 1),
+            Some(f) => a.covers(f) && (map::is_mapped(f, 1) || m.trapped(f, 1)),
+            None => {
+                (map::touches_page0(a.addr, a.size) && map::is_mapped(a.addr, 1))
+                    || m.trapped(a.addr, 1)
+            }
         });
         // Operands whose addresses `accesses` does not compute (gathers' VSIB, maskmov's
         // masked [rdi] store, the stack of push fs / retf / iretq): a fault inside the map is
@@ -328,12 +349,12 @@ pub fn emulate<M: Machine + ?Sized>(
                         OpKind::Memory | OpKind::MemorySegRDI | OpKind::MemorySegEDI
                     )
                 }))
-            && fault_addr.is_none_or(|f| map::is_mapped(f, 1));
+            && fault_addr.is_none_or(|f| map::is_mapped(f, 1) || m.trapped(f, 1));
         if hits_map || uncomputed {
             return Err(EmulationError::Unsupported(reason));
         }
     }
-    check_ownership(acc.as_slice(), fault_addr)?;
+    ownership(acc.as_slice(), fault_addr, |addr, size| m.trapped(addr, size))?;
     execute(m, instr, raw, offsets, kind)
 }
 

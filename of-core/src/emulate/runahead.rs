@@ -419,7 +419,8 @@ fn map_only<M: Machine + ?Sized>(m: &M, instr: &Instruction, kind: Kind) -> bool
     !list.is_empty()
         && list.iter().all(|a| {
             a.runs().all(|(addr, size)| {
-                map::is_mapped(addr, size) && (!a.write || map::is_writable(addr, size))
+                (map::is_mapped(addr, size) && (!a.write || map::is_writable(addr, size)))
+                    || m.trapped(addr, size)
             })
         })
 }
@@ -867,10 +868,10 @@ pub fn reaches_map<M: Machine + ?Sized, S: CodeSource + ?Sized>(
                         || r == Register::RIP
                         || gpr_number(r).is_some_and(|g| written & (1 << g) == 0)
                 });
+                let size = instr.memory_size().size() as u64;
                 let in_page0 = known
-                    && operands::effective_address(m, &instr, op).is_some_and(|ea| {
-                        map::touches_page0(ea, instr.memory_size().size() as u64)
-                    });
+                    && operands::effective_address(m, &instr, op)
+                        .is_some_and(|ea| map::touches_page0(ea, size) || m.trapped(ea, size));
                 if in_page0 {
                     return true;
                 }

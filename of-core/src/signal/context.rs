@@ -72,6 +72,7 @@ pub struct SignalContext<'a> {
     uc: &'a mut libc::ucontext_t,
     fs_base: Cell<Option<u64>>,
     gs_base: Cell<Option<u64>>,
+    bus: bool,
 }
 
 impl<'a> SignalContext<'a> {
@@ -98,7 +99,27 @@ impl<'a> SignalContext<'a> {
             uc,
             fs_base: Cell::new(None),
             gs_base: Cell::new(None),
+            bus: false,
         }
+    }
+
+    /// Says whether the handler holds the regions' bus ([`crate::region`]): only then are
+    /// region accesses served (by their devices) rather than failing like unmapped memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use of_core::signal::context::SignalContext;
+    /// use of_core::Machine;
+    ///
+    /// // SAFETY: an all-zero ucontext_t is a valid value.
+    /// let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+    /// let mut m = SignalContext::new(&mut uc);
+    /// m.set_bus(true);
+    /// assert!(!m.trapped(0x10_0000, 8)); // still no region there
+    /// ```
+    pub fn set_bus(&mut self, held: bool) {
+        self.bus = held;
     }
 
     fn fpstate(&self) -> Option<&libc::_libc_fpstate> {
@@ -378,10 +399,25 @@ impl Machine for SignalContext<'_> {
             fp.mxcsr = value & mask;
         }
     }
+    fn trapped(&self, addr: u64, len: u64) -> bool {
+        self.bus && crate::region::find(addr, len).is_some()
+    }
     fn read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
+        if self.bus
+            && let Some((i, off)) = crate::region::find(addr, buf.len() as u64)
+        {
+            crate::region::read(i, off, buf);
+            return Ok(());
+        }
         read_memory(addr, buf)
     }
     fn write_memory(&mut self, addr: u64, data: &[u8]) -> Result<(), MemoryFault> {
+        if self.bus
+            && let Some((i, off)) = crate::region::find(addr, data.len() as u64)
+        {
+            crate::region::write(i, off, data);
+            return Ok(());
+        }
         write_memory(addr, data)
     }
 }

@@ -356,7 +356,8 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     }
     // SAFETY: for SIGSEGV/SIGBUS raised by a memory access the kernel fills si_addr.
     let addr = unsafe { info.si_addr() } as u64;
-    if addr >= PAGE_SIZE {
+    let in_region = addr >= PAGE_SIZE && crate::region::contains(addr);
+    if addr >= PAGE_SIZE && !in_region {
         return Outcome::Chain;
     }
     let mut m = SignalContext::new(uc);
@@ -386,6 +387,16 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             why: None,
             fetch: false,
         });
+    };
+    // Trapped regions: an instruction that touches one holds the bus from its first device
+    // access to the end of its run-ahead (released when `_bus` drops).
+    let _bus = if in_region || touches_region(&m, &instr) {
+        let took = crate::region::lock_bus();
+        crate::region::set_instruction(&bytes[..len]);
+        m.set_bus(true);
+        BusGuard(took)
+    } else {
+        BusGuard(false)
     };
     let before = crate::trace::fd().map(|_| crate::trace::Snap::of(&m));
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
@@ -451,6 +462,29 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
 /// tried again. Skipping is always correct — run-ahead only saves faults; the CPU then runs the
 /// next instruction itself (and faults again if it does touch the map) — so the table is a
 /// hint: one atomic word per slot, races between threads only cost a look or a fault.
+/// Releases the regions' bus when it drops, if it was taken.
+struct BusGuard(bool);
+
+impl Drop for BusGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            crate::region::unlock_bus();
+        }
+    }
+}
+
+/// Whether any access of `instr` lies in a trapped region (only looked at while regions exist).
+fn touches_region(m: &SignalContext, instr: &iced_x86::Instruction) -> bool {
+    if !crate::region::any() {
+        return false;
+    }
+    let kind = emulate::table::classify(instr);
+    emulate::operands::accesses(m, instr, kind)
+        .as_slice()
+        .iter()
+        .any(|a| crate::region::find(a.addr, 1).is_some())
+}
+
 mod unproductive {
     use core::sync::atomic::{AtomicU64, Ordering};
 

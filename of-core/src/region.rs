@@ -1,0 +1,407 @@
+//! Trapped regions (SPEC §7): ranges of addresses with no access rights whose every access is
+//! decoded and served by a device instead of memory — user-space MMIO on the page-0 engine.
+//!
+//! A region is registered with a device ([`Device`]: C-ABI read and write functions and a
+//! context pointer). When an instruction faults on a region, the handler emulates it as it does
+//! a map access; its reads and writes of region bytes become device calls, one per operand
+//! access, of the operand's size at its offset (an access straddling two device registers is
+//! one access). Either the device runs in the handler ([`Mode::InHandler`]: it must be
+//! async-signal-safe), or the faulting thread waits (futex) while the region's server thread
+//! runs it ([`Mode::Server`], [`serve`]): then device code may allocate, lock and print.
+//!
+//! Order: every instruction that touches a region holds the *bus* — one lock for all regions —
+//! from its first device access to the end of the run-ahead after it, so a read-modify-write
+//! (`lock`ed or not) is one read then one write with no other access in between, and accesses
+//! from several threads are served one instruction at a time, each thread's in program order.
+//! Device code must not itself access a region (its thread would wait for the bus its caller
+//! holds).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Most regions registered at once.
+pub const MAX_REGIONS: usize = 64;
+/// Largest device access in bytes (an EVEX.512 operand).
+pub const MAX_ACCESS: usize = 64;
+
+/// A device: `read(ctx, offset, size, out)` fills `out[..size]`; `write(ctx, offset, size,
+/// data)` takes `data[..size]`. `size` is 1, 2, 4, 8, 16, 32 or 64 (or an element size of a
+/// string instruction); `offset` is the access's first byte, from the region's start.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Device {
+    /// Serves a read.
+    pub read: unsafe extern "C" fn(ctx: *mut core::ffi::c_void, offset: u64, size: u32, out: *mut u8),
+    /// Serves a write.
+    pub write:
+        unsafe extern "C" fn(ctx: *mut core::ffi::c_void, offset: u64, size: u32, data: *const u8),
+    /// Passed to both.
+    pub ctx: *mut core::ffi::c_void,
+}
+
+/// Where device code runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In the fault handler itself: fast, but the device must be async-signal-safe (no
+    /// allocation, no locks, no `std` I/O, no panics).
+    InHandler,
+    /// On the region's server thread (running [`serve`]), while the faulting thread waits.
+    Server,
+}
+
+/// One request from a handler to a server thread.
+struct Mailbox {
+    /// Bumped by the handler when a request is ready (futex word of the server).
+    request: AtomicU32,
+    /// Bumped by the server when the answer is ready (futex word of the handler).
+    answer: AtomicU32,
+    write: AtomicBool,
+    offset: AtomicU64,
+    size: AtomicU32,
+    data: UnsafeCell<[u8; MAX_ACCESS]>,
+    stop: AtomicBool,
+}
+
+struct Slot {
+    /// 0: free; else the region's first address.
+    start: AtomicU64,
+    len: AtomicU64,
+    device: UnsafeCell<Option<Device>>,
+    server: AtomicBool,
+    mailbox: Mailbox,
+}
+
+// SAFETY: `device` is written by `register` before `start` is published (Release) and read only
+// after `start` is seen (Acquire); `data`/`instr` of the mailbox are written by the handler that
+// holds the bus before it bumps `request`, and by the server before it bumps `answer`: one
+// writer at a time, ordered by those counters.
+unsafe impl Sync for Slot {}
+
+static SLOTS: [Slot; MAX_REGIONS] = [const {
+    Slot {
+        start: AtomicU64::new(0),
+        len: AtomicU64::new(0),
+        device: UnsafeCell::new(None),
+        server: AtomicBool::new(false),
+        mailbox: Mailbox {
+            request: AtomicU32::new(0),
+            answer: AtomicU32::new(0),
+            write: AtomicBool::new(false),
+            offset: AtomicU64::new(0),
+            size: AtomicU32::new(0),
+            data: UnsafeCell::new([0; MAX_ACCESS]),
+            stop: AtomicBool::new(false),
+        },
+    }
+}; MAX_REGIONS];
+
+/// Regions registered (a quick test for the handler).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The bus: 0 free, else the holder's thread id.
+static BUS: AtomicU32 = AtomicU32::new(0);
+
+fn futex_wait(word: &AtomicU32, seen: u32) {
+    // SAFETY: FUTEX_WAIT on a word of ours; returns on a wake, a change or a signal.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a word of ours; async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+fn tid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Registers the region `start..start + len` (already mapped with no access rights by the
+/// caller) with `device`, served in `mode`. Returns the region's index (for [`serve`] and
+/// [`unregister`]), or `None` when [`MAX_REGIONS`] are registered or the range overlaps one.
+///
+/// # Safety
+/// `device`'s functions must be callable with its `ctx` from the handler (`Mode::InHandler`:
+/// async-signal-safe) or from the server thread, until [`unregister`] returns.
+///
+/// # Examples
+///
+/// See `of::region::Region`, which maps the memory, wraps a Rust device and runs the server.
+pub unsafe fn register(start: u64, len: u64, device: Device, mode: Mode) -> Option<usize> {
+    if len == 0 || start == 0 || start.checked_add(len).is_none() {
+        return None;
+    }
+    if (0..MAX_REGIONS).any(|i| {
+        let s = SLOTS[i].start.load(Ordering::Acquire);
+        let l = SLOTS[i].len.load(Ordering::Acquire);
+        s != 0 && start < s + l && s < start + len
+    }) {
+        return None;
+    }
+    for (i, slot) in SLOTS.iter().enumerate() {
+        // Claim a free slot with a placeholder start (1), then fill it in.
+        if slot
+            .start
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: the slot is ours (claimed), and not visible to handlers (start == 1 is no
+            // region: lookups need start <= addr < start + len with len set below).
+            unsafe { *slot.device.get() = Some(device) };
+            slot.server.store(mode == Mode::Server, Ordering::Relaxed);
+            slot.mailbox.stop.store(false, Ordering::Relaxed);
+            slot.mailbox.request.store(0, Ordering::Relaxed);
+            slot.mailbox.answer.store(0, Ordering::Relaxed);
+            slot.len.store(len, Ordering::Release);
+            slot.start.store(start, Ordering::Release);
+            COUNT.fetch_add(1, Ordering::AcqRel);
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Unregisters region `index` (its server, if any, returns from [`serve`]). Waits until no
+/// handler is using the bus, so the device is no longer called when it returns.
+///
+/// # Examples
+///
+/// See `of::region::Region`'s `Drop`.
+pub fn unregister(index: usize) {
+    let Some(slot) = SLOTS.get(index) else {
+        return;
+    };
+    // Take the bus so no instruction is half-way through this region.
+    lock_bus();
+    slot.start.store(0, Ordering::Release);
+    slot.len.store(0, Ordering::Release);
+    COUNT.fetch_sub(1, Ordering::AcqRel);
+    unlock_bus();
+    slot.mailbox.stop.store(true, Ordering::Release);
+    slot.mailbox.request.fetch_add(1, Ordering::AcqRel);
+    futex_wake(&slot.mailbox.request);
+}
+
+/// The region holding all of `addr..addr + len`, as (index, offset of `addr`).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(of_core::region::find(0x1234_5000, 8), None); // no region there
+/// ```
+pub fn find(addr: u64, len: u64) -> Option<(usize, u64)> {
+    if COUNT.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    SLOTS.iter().enumerate().find_map(|(i, s)| {
+        let start = s.start.load(Ordering::Acquire);
+        let l = s.len.load(Ordering::Acquire);
+        (start > 1 && addr >= start && len <= l && addr - start <= l - len).then(|| (i, addr - start))
+    })
+}
+
+/// Whether any region is registered.
+///
+/// # Examples
+///
+/// ```
+/// let _ = of_core::region::any();
+/// ```
+pub fn any() -> bool {
+    COUNT.load(Ordering::Acquire) != 0
+}
+
+/// Whether `addr` lies in a region.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!of_core::region::contains(0x10));
+/// ```
+pub fn contains(addr: u64) -> bool {
+    find(addr, 1).is_some()
+}
+
+/// Takes the bus (waits in the kernel while another thread holds it). Re-entrant for the
+/// thread that holds it (returns false then: the caller must not release it).
+pub(crate) fn lock_bus() -> bool {
+    let me = tid();
+    loop {
+        let cur = BUS.load(Ordering::Acquire);
+        if cur == me {
+            return false;
+        }
+        if cur == 0 {
+            if BUS
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+            continue;
+        }
+        futex_wait(&BUS, cur);
+    }
+}
+
+/// Releases the bus taken by [`lock_bus`].
+pub(crate) fn unlock_bus() {
+    BUS.store(0, Ordering::Release);
+    futex_wake(&BUS);
+}
+
+/// The instruction the bus holder is emulating (for a device panic's message): its bytes,
+/// written by the bus holder only.
+struct Serving(UnsafeCell<[u8; 16]>);
+
+// SAFETY: written by the bus holder before its first device access, read by a server while
+// that holder waits for its answer.
+unsafe impl Sync for Serving {}
+
+static SERVING: Serving = Serving(UnsafeCell::new([0; 16]));
+
+/// Records the instruction the bus holder is emulating (the caller holds the bus).
+pub(crate) fn set_instruction(bytes: &[u8]) {
+    let mut b = [0u8; 16];
+    let n = bytes.len().min(16);
+    b[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: see `Serving`.
+    unsafe { *SERVING.0.get() = b };
+}
+
+/// Reads `buf.len()` bytes at `offset` of region `index` from its device (the caller holds the
+/// bus). Async-signal-safe on the handler's side.
+pub(crate) fn read(index: usize, offset: u64, buf: &mut [u8]) {
+    access(index, offset, buf.len(), false, |data| buf.copy_from_slice(&data[..buf.len()]), &[]);
+}
+
+/// Writes `data` at `offset` of region `index` through its device (the caller holds the bus).
+pub(crate) fn write(index: usize, offset: u64, data: &[u8]) {
+    access(index, offset, data.len(), true, |_| {}, data);
+}
+
+fn access(
+    index: usize,
+    offset: u64,
+    size: usize,
+    write: bool,
+    mut answer: impl FnMut(&[u8; MAX_ACCESS]),
+    data: &[u8],
+) {
+    let Some(slot) = SLOTS.get(index) else {
+        return;
+    };
+    // SAFETY: published before `start` (see `Slot`).
+    let Some(dev) = (unsafe { *slot.device.get() }) else {
+        return;
+    };
+    let size = size.min(MAX_ACCESS);
+    let mut buf = [0u8; MAX_ACCESS];
+    if write {
+        buf[..size].copy_from_slice(&data[..size]);
+    }
+    if !slot.server.load(Ordering::Acquire) {
+        // SAFETY: the device's contract (async-signal-safe in-handler device).
+        unsafe {
+            if write {
+                (dev.write)(dev.ctx, offset, size as u32, buf.as_ptr());
+            } else {
+                (dev.read)(dev.ctx, offset, size as u32, buf.as_mut_ptr());
+            }
+        }
+        answer(&buf);
+        return;
+    }
+    let mb = &slot.mailbox;
+    // SAFETY: the bus holder is the only writer of the request (see `Slot`).
+    unsafe { *mb.data.get() = buf };
+    mb.write.store(write, Ordering::Relaxed);
+    mb.offset.store(offset, Ordering::Relaxed);
+    mb.size.store(size as u32, Ordering::Relaxed);
+    let seen = mb.answer.load(Ordering::Acquire);
+    mb.request.fetch_add(1, Ordering::AcqRel);
+    futex_wake(&mb.request);
+    while mb.answer.load(Ordering::Acquire) == seen {
+        futex_wait(&mb.answer, seen);
+    }
+    // SAFETY: the server wrote the answer before bumping `answer`.
+    answer(unsafe { &*mb.data.get() });
+}
+
+/// Serves region `index`'s requests on the calling thread until the region is unregistered:
+/// the body of its server thread ([`Mode::Server`]). Device code runs here, so it may allocate,
+/// lock and print; a device that may panic must catch it in its functions (of-core never
+/// unwinds): `of::region` aborts with the message and the instruction ([`serving`]).
+///
+/// # Examples
+///
+/// See `of::region::Region`, which runs this on a thread of its own.
+pub fn serve(index: usize) {
+    let Some(slot) = SLOTS.get(index) else {
+        return;
+    };
+    let mb = &slot.mailbox;
+    // Requests are numbered from 0 at registration; `seen` is the last one served.
+    let mut seen = 0;
+    loop {
+        if mb.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let now = mb.request.load(Ordering::Acquire);
+        if now == seen {
+            futex_wait(&mb.request, now);
+            continue;
+        }
+        seen = now;
+        if mb.stop.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: published before `start` (see `Slot`); the region is live (not stopped).
+        let Some(dev) = (unsafe { *slot.device.get() }) else {
+            return;
+        };
+        let offset = mb.offset.load(Ordering::Relaxed);
+        let size = mb.size.load(Ordering::Relaxed);
+        // SAFETY: the handler wrote the request before bumping `request` and waits until we
+        // bump `answer`: the buffer is ours meanwhile.
+        let data = unsafe { &mut *mb.data.get() };
+        // SAFETY: the device's contract (callable from this thread).
+        unsafe {
+            if mb.write.load(Ordering::Relaxed) {
+                (dev.write)(dev.ctx, offset, size, data.as_ptr());
+            } else {
+                (dev.read)(dev.ctx, offset, size, data.as_mut_ptr());
+            }
+        }
+        mb.answer.fetch_add(1, Ordering::AcqRel);
+        futex_wake(&mb.answer);
+    }
+}
+
+/// The bytes of the instruction whose device access a server is serving (for a device panic's
+/// message; call it from device code).
+///
+/// # Examples
+///
+/// ```
+/// let _ = of_core::region::serving();
+/// ```
+pub fn serving() -> [u8; 16] {
+    // SAFETY: see `Serving`.
+    unsafe { *SERVING.0.get() }
+}
