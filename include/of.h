@@ -23,6 +23,7 @@
 #ifndef OF_H
 #define OF_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -66,6 +67,34 @@ struct of_stats {
     struct of_site sites[8];        /* the busiest fault sites, busiest first */
 };
 void of_stats(struct of_stats *out);
+
+/* Trapped regions (SPEC §7): len bytes with no access rights whose every access is emulated
+ * and served by a device: read(ctx, offset, size, out) fills out[0..size], write(ctx, offset,
+ * size, data) takes data[0..size]; offset is in bytes from the region's start, size is the
+ * access's (1, 2, 4, 8, 16, 32 or 64; a string instruction's element size). One call per
+ * operand access: a read-modify-write is one read then one write; an access straddling two of
+ * the device's registers is one access of its size at its offset. Every instruction touching
+ * a region holds one lock (the bus) for all its accesses: a locked one is never interleaved
+ * with another access, and threads are served one instruction at a time.
+ *
+ * of_region_create: a region at addr (page-aligned and free; NULL: anywhere) of len bytes,
+ * served by *device (copied) on a server thread of its own (the callbacks may allocate, lock,
+ * print; the faulting thread waits), or, with OF_REGION_IN_HANDLER in flags, in the fault
+ * handler itself (faster; callbacks must then be async-signal-safe). Returns NULL with errno
+ * set on failure (EINVAL, EEXIST: addr taken, ENOMEM: 64 regions exist, or mmap's). The
+ * callbacks must not access a region themselves. of_region_destroy waits until no instruction
+ * uses the region, stops its server and unmaps it. Calls map_registers() if needed. */
+struct of_device {
+    void (*read)(void *ctx, uint64_t offset, uint32_t size, uint8_t *out);
+    void (*write)(void *ctx, uint64_t offset, uint32_t size, const uint8_t *data);
+    void *ctx;
+};
+#define OF_REGION_IN_HANDLER 1
+struct of_region;
+struct of_region *of_region_create(void *addr, size_t len, const struct of_device *device,
+                                   int flags);
+void *of_region_base(const struct of_region *region);
+void of_region_destroy(struct of_region *region);
 
 /* Byte offsets of the registers in page 0. */
 #define OF_RAX 0x00

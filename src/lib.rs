@@ -593,4 +593,140 @@ pub mod ffi {
             *out = c;
         }
     }
+
+    /// A device for C (`struct of_device` in `of.h`): `read(ctx, offset, size, out)` fills
+    /// `out[0..size]`, `write(ctx, offset, size, data)` takes `data[0..size]`; `offset` is in
+    /// bytes from the region's start, `size` 1, 2, 4, 8, 16, 32 or 64 (see [`crate::region`]).
+    pub type OfDevice = of_core::region::Device;
+
+    /// `of_region_create`'s `flags`: the device runs in the fault handler (it must be
+    /// async-signal-safe); without it, on a server thread of the region's own.
+    pub const OF_REGION_IN_HANDLER: core::ffi::c_int = 1;
+
+    /// A [`crate::region::Device`] made of C callbacks.
+    struct CDevice(OfDevice);
+
+    // SAFETY: `of_region_create`'s contract: the callbacks may be called from any thread.
+    unsafe impl Send for CDevice {}
+
+    impl crate::region::Device for CDevice {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            // SAFETY: the C device's contract; `data` holds `len` bytes.
+            unsafe { (self.0.read)(self.0.ctx, offset, data.len() as u32, data.as_mut_ptr()) }
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            // SAFETY: as above.
+            unsafe { (self.0.write)(self.0.ctx, offset, data.len() as u32, data.as_ptr()) }
+        }
+    }
+
+    /// `struct of_region *of_region_create(void *addr, size_t len, const struct of_device
+    /// *device, int flags)`: a trapped region of `len` bytes at `addr` (page-aligned and free;
+    /// NULL: where the kernel chooses) served by `device` (copied), on a server thread unless
+    /// `flags` has [`OF_REGION_IN_HANDLER`]. Returns the region (its first byte:
+    /// [`of_region_base`]), or NULL with `errno` set (EINVAL for a misaligned address or a
+    /// null device, EEXIST when `addr` is taken, ENOMEM when 64 regions exist, or the
+    /// kernel's).
+    ///
+    /// ```
+    /// use core::ffi::c_void;
+    /// unsafe extern "C" fn read(ctx: *mut c_void, off: u64, size: u32, out: *mut u8) {
+    ///     // SAFETY: `out` holds `size` bytes; each byte reads as its offset plus ctx's value.
+    ///     unsafe {
+    ///         for i in 0..size as usize {
+    ///             *out.add(i) = (off as u8 + i as u8).wrapping_add(*(ctx as *const u8));
+    ///         }
+    ///     }
+    /// }
+    /// unsafe extern "C" fn write(ctx: *mut c_void, _: u64, _: u32, data: *const u8) {
+    ///     // SAFETY: ctx is the byte below, data holds at least one byte.
+    ///     unsafe { *(ctx as *mut u8) = *data };
+    /// }
+    /// let mut base_value = 0u8;
+    /// let dev = of::ffi::OfDevice { read, write, ctx: (&raw mut base_value).cast() };
+    /// // SAFETY: the callbacks are safe to call from any thread while the region lives.
+    /// let r = unsafe { of::ffi::of_region_create(core::ptr::null_mut(), 16, &dev, 0) };
+    /// assert!(!r.is_null());
+    /// // SAFETY: r is a live region of 16 bytes.
+    /// unsafe {
+    ///     let p = of::ffi::of_region_base(r) as *mut u8;
+    ///     assert_eq!(p.add(3).read_volatile(), 3);
+    ///     p.write_volatile(100);
+    ///     assert_eq!((p.add(2) as *const u16).read_volatile(), u16::from_le_bytes([102, 103]));
+    ///     of::ffi::of_region_destroy(r);
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    /// `device` is null or points to a `struct of_device` whose callbacks may be called with
+    /// its `ctx` from any thread (the region's server thread, or any thread in its fault
+    /// handler with [`OF_REGION_IN_HANDLER`]: then async-signal-safe) until
+    /// [`of_region_destroy`] returns. Callbacks must not access a region themselves.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn of_region_create(
+        addr: *mut core::ffi::c_void,
+        len: usize,
+        device: *const OfDevice,
+        flags: core::ffi::c_int,
+    ) -> *mut crate::region::Region {
+        let set_errno = |e: i32| {
+            // SAFETY: errno is thread-local.
+            unsafe { *libc::__errno_location() = e };
+        };
+        // SAFETY: the caller passes null or a valid device.
+        let Some(device) = (unsafe { device.as_ref() }) else {
+            set_errno(libc::EINVAL);
+            return core::ptr::null_mut();
+        };
+        let mut b = crate::region::Region::builder(len);
+        if !addr.is_null() {
+            b = b.at(addr as usize);
+        }
+        if flags & OF_REGION_IN_HANDLER != 0 {
+            // SAFETY: the caller's promise (async-signal-safe callbacks).
+            b = unsafe { b.in_handler() };
+        }
+        match b.build(CDevice(*device)) {
+            Ok(r) => Box::into_raw(Box::new(r)),
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(match e.kind() {
+                    std::io::ErrorKind::InvalidInput => libc::EINVAL,
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists => {
+                        libc::EEXIST
+                    }
+                    _ => libc::ENOMEM,
+                }));
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    /// `void *of_region_base(const struct of_region *region)`: the region's first byte.
+    ///
+    /// See [`of_region_create`].
+    ///
+    /// # Safety
+    /// `region` comes from [`of_region_create`] and is not destroyed.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn of_region_base(
+        region: *const crate::region::Region,
+    ) -> *mut core::ffi::c_void {
+        // SAFETY: the caller's contract.
+        unsafe { (*region).as_ptr().cast() }
+    }
+
+    /// `void of_region_destroy(struct of_region *region)`: waits until no instruction uses the
+    /// region, stops its server thread and unmaps it (NULL is ignored).
+    ///
+    /// See [`of_region_create`].
+    ///
+    /// # Safety
+    /// `region` is null or comes from [`of_region_create`] and is not destroyed yet.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn of_region_destroy(region: *mut crate::region::Region) {
+        if !region.is_null() {
+            // SAFETY: the caller's contract: ours, from Box::into_raw.
+            drop(unsafe { Box::from_raw(region) });
+        }
+    }
 }

@@ -188,7 +188,7 @@ impl Region {
     ///
     /// See the [module documentation](self).
     pub fn new<D: Device>(len: usize, device: D) -> io::Result<Region> {
-        Self::create(len, device, Mode::Server)
+        Region::builder(len).build(device)
     }
 
     /// Like [`Region::new`], but the device runs in the fault handler itself: no thread
@@ -220,27 +220,67 @@ impl Region {
     /// assert_eq!(unsafe { (r.as_ptr() as *const u32).read_volatile() }, 0);
     /// ```
     pub unsafe fn new_in_handler<D: Device>(len: usize, device: D) -> io::Result<Region> {
-        Self::create(len, device, Mode::InHandler)
+        // SAFETY: the caller's promise.
+        unsafe { Region::builder(len).in_handler() }.build(device)
     }
 
-    fn create<D: Device>(len: usize, device: D, mode: Mode) -> io::Result<Region> {
+    /// A region of `len` bytes with options: a fixed address ([`Builder::at`]) or the device in
+    /// the handler ([`Builder::in_handler`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use of::region::{Device, Region};
+    /// # struct Nothing;
+    /// # impl Device for Nothing {
+    /// #     fn read(&mut self, _: u64, d: &mut [u8]) { d.fill(0) }
+    /// #     fn write(&mut self, _: u64, _: &[u8]) {}
+    /// # }
+    /// // A device at a fixed address, as on a microcontroller: code may then name its registers
+    /// // by absolute address (`mov al, byte ptr [0x4000_0005]`).
+    /// let r = Region::builder(8).at(0x4000_0000).build(Nothing).unwrap();
+    /// assert_eq!(r.as_ptr() as usize, 0x4000_0000);
+    /// ```
+    pub fn builder(len: usize) -> Builder {
+        Builder {
+            len,
+            at: None,
+            mode: Mode::Server,
+        }
+    }
+
+    fn create<D: Device>(b: Builder, device: D) -> io::Result<Region> {
+        let Builder { len, at, mode } = b;
         crate::map_registers().map_err(|e| io::Error::other(e.to_string()))?;
         let len = len.max(1);
         let pages = len.div_ceil(4096) * 4096;
-        // SAFETY: an anonymous private mapping with no access rights at an address of the
-        // kernel's choosing.
+        if at.is_some_and(|a| a % 4096 != 0 || a < 4096) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let (hint, fixed) = match at {
+            Some(a) => (a as *mut libc::c_void, libc::MAP_FIXED_NOREPLACE),
+            None => (std::ptr::null_mut(), 0),
+        };
+        // SAFETY: an anonymous private mapping with no access rights, where the kernel chooses
+        // or at `at` only if nothing is mapped there (MAP_FIXED_NOREPLACE never replaces).
         let base = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                hint,
                 pages,
                 libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
                 -1,
                 0,
             )
         };
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
+        }
+        if at.is_some_and(|a| a != base as usize) {
+            // A kernel older than 4.17 treats MAP_FIXED_NOREPLACE as a hint.
+            // SAFETY: our mapping.
+            unsafe { libc::munmap(base, pages) };
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
         let host = Box::new(Host {
             device: Mutex::new(Box::new(device)),
@@ -323,6 +363,55 @@ impl Region {
         let host = self.host.as_ref().expect("a live region");
         let mut d = host.device.lock().unwrap_or_else(|e| e.into_inner());
         f(d.downcast_mut::<D>().expect("the device's type"))
+    }
+}
+
+/// Options of a [`Region`] ([`Region::builder`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Builder {
+    len: usize,
+    at: Option<usize>,
+    mode: Mode,
+}
+
+impl Builder {
+    /// Places the region at `addr` (page-aligned, not page 0), which must be free: nothing is
+    /// ever unmapped to make room.
+    ///
+    /// # Examples
+    ///
+    /// See [`Region::builder`].
+    pub fn at(mut self, addr: usize) -> Builder {
+        self.at = Some(addr);
+        self
+    }
+
+    /// Runs the device in the fault handler (see [`Region::new_in_handler`]).
+    ///
+    /// # Safety
+    /// As [`Region::new_in_handler`]: the device must be async-signal-safe.
+    ///
+    /// # Examples
+    ///
+    /// See [`Region::new_in_handler`].
+    pub unsafe fn in_handler(mut self) -> Builder {
+        self.mode = Mode::InHandler;
+        self
+    }
+
+    /// Creates the region with `device`.
+    ///
+    /// # Errors
+    /// When `of` cannot be installed, the kernel refuses the mapping, the address is not
+    /// page-aligned or is page 0 (`InvalidInput`), something is mapped there already
+    /// (`AlreadyExists` or `AddrInUse`), or 64 regions exist already
+    /// (`of_core::region::MAX_REGIONS`).
+    ///
+    /// # Examples
+    ///
+    /// See [`Region::builder`].
+    pub fn build<D: Device>(self, device: D) -> io::Result<Region> {
+        Region::create(self, device)
     }
 }
 

@@ -61,7 +61,7 @@ fn c_programs_pass_at_every_optimisation_level() {
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
     // Every program ran at every level, with site patching off and on, and reached its
     // verdict line.
-    for prog in ["memcpy_snapshot", "pointers", "threads"] {
+    for prog in ["memcpy_snapshot", "pointers", "regions", "threads"] {
         for opt in ["-O0", "-O1", "-O2", "-O3", "-Os"] {
             for run in ["", ", site patching on (OF_PATCH=1)"] {
                 assert!(
@@ -78,5 +78,11 @@ fn c_programs_pass_at_every_optimisation_level() {
         10,
         "{stdout}"
     );
-    assert_eq!(stdout.matches(", 0 wrong: ok").count(), 10, "{stdout}");
+    // threads.c and regions.c (trapped regions through of.h), 10 runs each.
+    assert_eq!(stdout.matches(", 0 wrong: ok").count(), 20, "{stdout}");
+    assert_eq!(
+        stdout.matches("regions: 16 checks, 0 wrong: ok").count(),
+        10,
+        "{stdout}"
+    );
 }

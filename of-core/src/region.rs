@@ -31,7 +31,8 @@ pub const MAX_ACCESS: usize = 64;
 #[repr(C)]
 pub struct Device {
     /// Serves a read.
-    pub read: unsafe extern "C" fn(ctx: *mut core::ffi::c_void, offset: u64, size: u32, out: *mut u8),
+    pub read:
+        unsafe extern "C" fn(ctx: *mut core::ffi::c_void, offset: u64, size: u32, out: *mut u8),
     /// Serves a write.
     pub write:
         unsafe extern "C" fn(ctx: *mut core::ffi::c_void, offset: u64, size: u32, data: *const u8),
@@ -98,8 +99,11 @@ static SLOTS: [Slot; MAX_REGIONS] = [const {
 /// Regions registered (a quick test for the handler).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// The bus: 0 free, else the holder's thread id.
+/// The bus: 0 free, 1 held, 2 held with (possible) waiters, as in Drepper's "Futexes Are
+/// Tricky" (mutex 2): an uncontended take and release are one atomic each, no system call.
 static BUS: AtomicU32 = AtomicU32::new(0);
+/// The bus holder's thread ([`this_thread`]; 0: none), for re-entrance.
+static BUS_OWNER: AtomicU64 = AtomicU64::new(0);
 
 fn futex_wait(word: &AtomicU32, seen: u32) {
     // SAFETY: FUTEX_WAIT on a word of ours; returns on a wake, a change or a signal.
@@ -126,9 +130,23 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
-fn tid() -> u32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as u32 }
+fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a word of ours; async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// The calling thread's identity without a system call: its thread pointer (`pthread_self`,
+/// which reads `fs:0` on x86-64 glibc and musl).
+fn this_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions and only reads the thread pointer.
+    unsafe { libc::pthread_self() as u64 }
 }
 
 /// Registers the region `start..start + len` (already mapped with no access rights by the
@@ -211,7 +229,8 @@ pub fn find(addr: u64, len: u64) -> Option<(usize, u64)> {
     SLOTS.iter().enumerate().find_map(|(i, s)| {
         let start = s.start.load(Ordering::Acquire);
         let l = s.len.load(Ordering::Acquire);
-        (start > 1 && addr >= start && len <= l && addr - start <= l - len).then(|| (i, addr - start))
+        (start > 1 && addr >= start && len <= l && addr - start <= l - len)
+            .then(|| (i, addr - start))
     })
 }
 
@@ -240,29 +259,29 @@ pub fn contains(addr: u64) -> bool {
 /// Takes the bus (waits in the kernel while another thread holds it). Re-entrant for the
 /// thread that holds it (returns false then: the caller must not release it).
 pub(crate) fn lock_bus() -> bool {
-    let me = tid();
-    loop {
-        let cur = BUS.load(Ordering::Acquire);
-        if cur == me {
-            return false;
-        }
-        if cur == 0 {
-            if BUS
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return true;
-            }
-            continue;
-        }
-        futex_wait(&BUS, cur);
+    let me = this_thread();
+    if BUS_OWNER.load(Ordering::Relaxed) == me {
+        return false;
     }
+    if BUS
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // Contended: mark the bus as having waiters and sleep until it is free.
+        while BUS.swap(2, Ordering::Acquire) != 0 {
+            futex_wait(&BUS, 2);
+        }
+    }
+    BUS_OWNER.store(me, Ordering::Relaxed);
+    true
 }
 
-/// Releases the bus taken by [`lock_bus`].
+/// Releases the bus taken by [`lock_bus`] (wakes one waiter if there may be any).
 pub(crate) fn unlock_bus() {
-    BUS.store(0, Ordering::Release);
-    futex_wake(&BUS);
+    BUS_OWNER.store(0, Ordering::Relaxed);
+    if BUS.swap(0, Ordering::Release) == 2 {
+        futex_wake_one(&BUS);
+    }
 }
 
 /// The instruction the bus holder is emulating (for a device panic's message): its bytes,
@@ -287,7 +306,14 @@ pub(crate) fn set_instruction(bytes: &[u8]) {
 /// Reads `buf.len()` bytes at `offset` of region `index` from its device (the caller holds the
 /// bus). Async-signal-safe on the handler's side.
 pub(crate) fn read(index: usize, offset: u64, buf: &mut [u8]) {
-    access(index, offset, buf.len(), false, |data| buf.copy_from_slice(&data[..buf.len()]), &[]);
+    access(
+        index,
+        offset,
+        buf.len(),
+        false,
+        |data| buf.copy_from_slice(&data[..buf.len()]),
+        &[],
+    );
 }
 
 /// Writes `data` at `offset` of region `index` through its device (the caller holds the bus).

@@ -456,12 +456,6 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     }
 }
 
-/// Faulting instructions after which run-ahead recently found nothing to do (the next
-/// instruction touches ordinary memory, say): the look costs a few percent of an isolated
-/// access, so for the next [`unproductive::RETRY`] faults at such a rip it is skipped, then
-/// tried again. Skipping is always correct — run-ahead only saves faults; the CPU then runs the
-/// next instruction itself (and faults again if it does touch the map) — so the table is a
-/// hint: one atomic word per slot, races between threads only cost a look or a fault.
 /// Releases the regions' bus when it drops, if it was taken.
 struct BusGuard(bool);
 
@@ -485,6 +479,12 @@ fn touches_region(m: &SignalContext, instr: &iced_x86::Instruction) -> bool {
         .any(|a| crate::region::find(a.addr, 1).is_some())
 }
 
+/// Faulting instructions after which run-ahead recently found nothing to do (the next
+/// instruction touches ordinary memory, say): the look costs a few percent of an isolated
+/// access, so for the next [`unproductive::RETRY`] faults at such a rip it is skipped, then
+/// tried again. Skipping is always correct — run-ahead only saves faults; the CPU then runs the
+/// next instruction itself (and faults again if it does touch the map) — so the table is a
+/// hint: one atomic word per slot, races between threads only cost a look or a fault.
 mod unproductive {
     use core::sync::atomic::{AtomicU64, Ordering};
 
