@@ -8,287 +8,17 @@
 //! holding the same bytes. Registers, status flags and DF, and the memory (the buffer vs the
 //! device's bytes) must agree. Also: threads hammering one region with `lock add`.
 
-use difftest::forms::{self, Category};
-use iced_x86::code_asm::*;
-use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Mnemonic, OpKind, Register};
-use of::region::{Device, Region};
+use iced_x86::{Code, Instruction, Register};
+use of::region::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bytes of the buffer and of the region.
-const LEN: usize = 256;
+mod region_harness;
 
-/// A device that is plain memory, counting its accesses.
-struct Memory {
-    bytes: [u8; LEN],
-    reads: u64,
-    writes: u64,
-}
-
-impl Device for Memory {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let o = offset as usize;
-        data.copy_from_slice(&self.bytes[o..o + data.len()]);
-        self.reads += 1;
-    }
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        let o = offset as usize;
-        self.bytes[o..o + data.len()].copy_from_slice(data);
-        self.writes += 1;
-    }
-}
-
-/// The state block the harness loads and stores.
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Block {
-    gpr: [u64; 16],
-    flags: u64,
-    xmm: [[u8; 16]; 16],
-}
-
-const FLAGS: u64 = 0x8D5 | 0x400;
-
-/// An executable page holding `entry(block_in, block_out)` around one instruction.
-struct Harness {
-    page: *mut u8,
-}
-
-impl Harness {
-    fn new() -> Harness {
-        // SAFETY: an anonymous private mapping of our own.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        Harness { page: page.cast() }
-    }
-
-    /// Runs `instr` (encoded for this page) from `input`; returns the state after it.
-    fn run(&self, instr: &[u8], input: &Block) -> Block {
-        let at = self.page as u64;
-        let mut out = *input;
-        let mut a = CodeAssembler::new(64).unwrap();
-        let gprs = [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
-        let xmms = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ];
-        let inp = input as *const Block as u64;
-        let outp = &mut out as *mut Block as u64;
-        // Save the callee-saved registers, load every register but rsp from `input`.
-        for r in [rbx, rbp, r12, r13, r14, r15] {
-            a.push(r).unwrap();
-        }
-        a.mov(rax, inp).unwrap();
-        for (i, x) in xmms.iter().enumerate() {
-            a.movdqu(*x, xmmword_ptr(rax + 128 + 8 + 16 * i as i32)).unwrap();
-        }
-        a.push(qword_ptr(rax + 128)).unwrap();
-        a.popfq().unwrap();
-        for (i, r) in gprs.iter().enumerate().rev() {
-            if i != 4 {
-                a.mov(*r, qword_ptr(rax + 8 * i as i32)).unwrap();
-            }
-        }
-        let before = a.assemble(at).unwrap();
-        let mut b = CodeAssembler::new(64).unwrap();
-        // After the instruction: store every register but rsp to `out`.
-        b.push(rax).unwrap();
-        b.mov(rax, outp).unwrap();
-        for (i, r) in gprs.iter().enumerate() {
-            if i != 0 && i != 4 {
-                b.mov(qword_ptr(rax + 8 * i as i32), *r).unwrap();
-            }
-        }
-        b.pop(rcx).unwrap();
-        b.mov(qword_ptr(rax), rcx).unwrap();
-        b.pushfq().unwrap();
-        b.pop(rcx).unwrap();
-        b.mov(qword_ptr(rax + 128), rcx).unwrap();
-        for (i, x) in xmms.iter().enumerate() {
-            b.movdqu(xmmword_ptr(rax + 128 + 8 + 16 * i as i32), *x).unwrap();
-        }
-        b.cld().unwrap();
-        for r in [r15, r14, r13, r12, rbp, rbx] {
-            b.pop(r).unwrap();
-        }
-        b.ret().unwrap();
-        let after_at = at + (before.len() + instr.len()) as u64;
-        let after = b.assemble(after_at).unwrap();
-        // SAFETY: the page is ours and large enough (checked).
-        unsafe {
-            let mut p = self.page;
-            assert!(before.len() + instr.len() + after.len() <= 4096);
-            for part in [&before[..], instr, &after[..]] {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), p, part.len());
-                p = p.add(part.len());
-            }
-            let f: extern "sysv64" fn() = std::mem::transmute(self.page);
-            f();
-        }
-        out
-    }
-
-    fn code_at(&self, before_len: usize) -> u64 {
-        self.page as u64 + before_len as u64
-    }
-}
-
-/// The length of the harness's code before the instruction (for encoding it at its address).
-fn prologue_len(h: &Harness) -> usize {
-    // Assemble the same prologue once and measure it.
-    let mut a = CodeAssembler::new(64).unwrap();
-    let gprs = [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
-    for r in [rbx, rbp, r12, r13, r14, r15] {
-        a.push(r).unwrap();
-    }
-    a.mov(rax, 0x1122_3344_5566_7788u64).unwrap();
-    for i in 0..16 {
-        let x = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ][i];
-        a.movdqu(x, xmmword_ptr(rax + 128 + 8 + 16 * i as i32)).unwrap();
-    }
-    a.push(qword_ptr(rax + 128)).unwrap();
-    a.popfq().unwrap();
-    for (i, r) in gprs.iter().enumerate().rev() {
-        if i != 4 {
-            a.mov(*r, qword_ptr(rax + 8 * i as i32)).unwrap();
-        }
-    }
-    a.assemble(h.page as u64).unwrap().len()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The integer forms with an explicit memory operand, turned into `[r15 + disp]` instances.
-fn integer_forms() -> Vec<Instruction> {
-    let features = difftest::cpu::Features::host();
-    let mut out = Vec::new();
-    for code in forms::selection() {
-        let (cat, _) = forms::classify(code, &features);
-        if cat != Category::Integer {
-            continue;
-        }
-        let Some(i) = forms::sample(code) else {
-            continue;
-        };
-        let Some(mem) = (0..i.op_count()).find(|&k| i.op_kind(k) == OpKind::Memory) else {
-            continue;
-        };
-        let _ = mem;
-        let names_bad = (0..i.op_count()).any(|k| {
-            i.op_kind(k) == OpKind::Register && {
-                let r = i.op_register(k).full_register();
-                r == Register::RSP || r == Register::R15
-            }
-        });
-        let op = code.op_code();
-        if names_bad
-            || op.is_stack_instruction()
-            || i.is_string_instruction()
-            || i.memory_size().size() == 0
-            || matches!(
-                i.mnemonic(),
-                Mnemonic::Div
-                    | Mnemonic::Idiv
-                    | Mnemonic::Xlatb
-                    | Mnemonic::Bound
-                    | Mnemonic::Lea
-                    | Mnemonic::Nop
-                    | Mnemonic::Lar
-                    | Mnemonic::Lsl
-                    | Mnemonic::Verr
-                    | Mnemonic::Verw
-                    | Mnemonic::Cmpxchg16b
-                    | Mnemonic::Cmpxchg8b
-            )
-            || (matches!(
-                i.mnemonic(),
-                Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
-            ) && i.op1_kind() == OpKind::Register)
-            || i.is_jmp_near_indirect()
-            || i.is_call_near_indirect()
-        {
-            continue;
-        }
-        out.push(i);
-    }
-    out
-}
-
-/// Vector loads and stores on `[r15 + disp]` (legacy SSE and VEX.128 on xmm registers).
-fn vector_forms() -> Vec<Instruction> {
-    let mem = MemoryOperand::with_base_displ(Register::R15, 0);
-    let mut v = vec![
-        Instruction::with2(Code::Movdqu_xmm_xmmm128, Register::XMM1, mem).unwrap(),
-        Instruction::with2(Code::Movdqu_xmmm128_xmm, mem, Register::XMM2).unwrap(),
-        Instruction::with2(Code::Movq_xmm_xmmm64, Register::XMM3, mem).unwrap(),
-        Instruction::with2(Code::Paddd_xmm_xmmm128, Register::XMM4, mem).unwrap(),
-        Instruction::with2(Code::Pcmpeqb_xmm_xmmm128, Register::XMM5, mem).unwrap(),
-        Instruction::with2(Code::Movd_rm32_xmm, mem, Register::XMM6).unwrap(),
-    ];
-    if std::arch::is_x86_feature_detected!("avx") {
-        v.push(
-            Instruction::with3(Code::VEX_Vpaddq_xmm_xmm_xmmm128, Register::XMM7, Register::XMM8, mem)
-                .unwrap(),
-        );
-        v.push(Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, mem, Register::XMM9).unwrap());
-    }
-    v
-}
-
-fn encode(i: &Instruction, ip: u64) -> Option<Vec<u8>> {
-    let mut e = Encoder::new(64);
-    e.encode(i, ip).ok()?;
-    Some(e.take_buffer())
-}
-
-fn random_block(r: &mut Rng, base: u64) -> Block {
-    let mut b = Block {
-        gpr: [0; 16],
-        flags: (r.next() & 0x8D5) | 0x202,
-        xmm: [[0; 16]; 16],
-    };
-    for (i, g) in b.gpr.iter_mut().enumerate() {
-        *g = match r.below(4) {
-            0 => r.below(256),
-            1 => r.next() | (1 << 63),
-            _ => r.next(),
-        };
-        if i == 15 {
-            *g = base;
-        }
-    }
-    for x in b.xmm.iter_mut() {
-        for c in x.chunks_mut(8) {
-            c.copy_from_slice(&r.next().to_le_bytes());
-        }
-    }
-    b
-}
+use region_harness::*;
 
 /// Runs `instr` once on `buf` (r15 = its address) and once on the region (r15 = its address)
-/// from the same state; returns the differences.
+/// from the same state; returns whether it ran (the moffs moves have no base register to
+/// point at either), or the differences.
 fn compare(
     h: &Harness,
     pro: usize,
@@ -296,12 +26,12 @@ fn compare(
     r: &mut Rng,
     buf: &mut [u8; LEN],
     region: &Region,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let bytes0: Vec<u8> = (0..LEN).map(|_| r.next() as u8).collect();
     let state = random_block(r, 0);
     let at = h.code_at(pro);
     let Some(code) = encode(instr, at) else {
-        return Ok(());
+        return Ok(false);
     };
     buf.copy_from_slice(&bytes0);
     region.with_device(|d: &mut Memory| d.bytes.copy_from_slice(&bytes0));
@@ -319,7 +49,11 @@ fn compare(
         }
     }
     if want.flags & FLAGS != got.flags & FLAGS {
-        diffs.push(format!("flags {:#x} vs {:#x}", want.flags & FLAGS, got.flags & FLAGS));
+        diffs.push(format!(
+            "flags {:#x} vs {:#x}",
+            want.flags & FLAGS,
+            got.flags & FLAGS
+        ));
     }
     if want.xmm != got.xmm {
         diffs.push(String::from("xmm registers differ"));
@@ -330,7 +64,7 @@ fn compare(
         diffs.push(format!("memory differs first at {first:#x}"));
     }
     if diffs.is_empty() {
-        Ok(())
+        Ok(true)
     } else {
         Err(format!("`{instr}`: {}", diffs.join(", ")))
     }
@@ -367,17 +101,21 @@ fn instruction_forms_on_a_region_match_ordinary_memory() {
             i.set_memory_base(Register::R15);
             i.set_memory_index(Register::None);
             i.set_memory_displacement64(disp as u64);
-            i.set_memory_displ_size(if disp < 128 { 1 } else { 4 });
+            // iced-x86's sizes with 64-bit addressing: 1 = disp8, 8 = disp32.
+            i.set_memory_displ_size(if disp < 128 { 1 } else { 8 });
             i.set_segment_prefix(Register::None);
             if r.below(4) == 0 && i.op_code().can_use_lock_prefix() {
                 i.set_has_lock_prefix(true);
             }
-            cases += 1;
             if std::env::var_os("OF_REGIONS_TRACE").is_some() {
                 eprintln!("{i}");
             }
-            if let Err(e) = compare(&h, pro, &i, &mut r, &mut buf, &region) {
-                failures.push(e);
+            match compare(&h, pro, &i, &mut r, &mut buf, &region) {
+                Ok(ran) => cases += u64::from(ran),
+                Err(e) => {
+                    cases += 1;
+                    failures.push(e);
+                }
             }
         }
     }
@@ -474,9 +212,19 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
             let (mut native_in, mut region_in) = (state, state);
             let other_at = other.as_mut_ptr() as u64 + 96;
             let (src_n, dst_n, src_r, dst_r) = if region_is_source {
-                (buf.as_mut_ptr() as u64 + 96, other_at, region.as_ptr() as u64 + 96, other_at)
+                (
+                    buf.as_mut_ptr() as u64 + 96,
+                    other_at,
+                    region.as_ptr() as u64 + 96,
+                    other_at,
+                )
             } else {
-                (other_at, buf.as_mut_ptr() as u64 + 96, other_at, region.as_ptr() as u64 + 96)
+                (
+                    other_at,
+                    buf.as_mut_ptr() as u64 + 96,
+                    other_at,
+                    region.as_ptr() as u64 + 96,
+                )
             };
             native_in.gpr[6] = src_n;
             native_in.gpr[7] = dst_n;
@@ -503,7 +251,11 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
                 }
             }
             if want.flags & FLAGS != got.flags & FLAGS {
-                diffs.push(format!("flags {:#x} vs {:#x}", want.flags & FLAGS, got.flags & FLAGS));
+                diffs.push(format!(
+                    "flags {:#x} vs {:#x}",
+                    want.flags & FLAGS,
+                    got.flags & FLAGS
+                ));
             }
             let dev = region.with_device(|d: &mut Memory| d.bytes);
             if dev[..] != buf[..] {
@@ -515,13 +267,20 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
             if !diffs.is_empty() {
                 failures.push(format!(
                     "`{i}` rcx {count} df {down} region {}: {}",
-                    if region_is_source { "source" } else { "destination" },
+                    if region_is_source {
+                        "source"
+                    } else {
+                        "destination"
+                    },
                     diffs.join(", ")
                 ));
             }
         }
     }
-    eprintln!("regions, strings: {cases} cases, {} mismatches", failures.len());
+    eprintln!(
+        "regions, strings: {cases} cases, {} mismatches",
+        failures.len()
+    );
     for f in failures.iter().take(20) {
         eprintln!("  {f}");
     }

@@ -321,6 +321,36 @@ pub(crate) fn write(index: usize, offset: u64, data: &[u8]) {
     access(index, offset, data.len(), true, |_| {}, data);
 }
 
+/// Reads through region `index`'s device on the calling thread, whatever its mode (a patched
+/// site's call-out, in ordinary code; the caller holds the bus).
+pub(crate) fn read_direct(index: usize, offset: u64, buf: &mut [u8]) {
+    direct(index, offset, buf.as_mut_ptr(), buf.len(), false);
+}
+
+/// Writes through region `index`'s device on the calling thread (see [`read_direct`]).
+pub(crate) fn write_direct(index: usize, offset: u64, data: &[u8]) {
+    direct(index, offset, data.as_ptr().cast_mut(), data.len(), true);
+}
+
+fn direct(index: usize, offset: u64, buf: *mut u8, size: usize, write: bool) {
+    let Some(slot) = SLOTS.get(index) else {
+        return;
+    };
+    // SAFETY: published before `start` (see `Slot`).
+    let Some(dev) = (unsafe { *slot.device.get() }) else {
+        return;
+    };
+    // SAFETY: the device's contract (callable from any thread while registered); `buf` holds
+    // `size` bytes (a write's are only read).
+    unsafe {
+        if write {
+            (dev.write)(dev.ctx, offset, size as u32, buf);
+        } else {
+            (dev.read)(dev.ctx, offset, size as u32, buf);
+        }
+    }
+}
+
 fn access(
     index: usize,
     offset: u64,

@@ -354,7 +354,9 @@ pub fn emulate<M: Machine + ?Sized>(
             return Err(EmulationError::Unsupported(reason));
         }
     }
-    ownership(acc.as_slice(), fault_addr, |addr, size| m.trapped(addr, size))?;
+    ownership(acc.as_slice(), fault_addr, |addr, size| {
+        m.trapped(addr, size)
+    })?;
     execute(m, instr, raw, offsets, kind)
 }
 

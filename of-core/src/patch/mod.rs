@@ -29,6 +29,7 @@
 //! thread does not survive `fork`). Turning patching off stops new patches; sites already
 //! patched stay patched (they are exact).
 
+pub mod callout;
 pub mod maps;
 pub mod plan;
 pub mod poke;
@@ -56,6 +57,8 @@ struct Site {
     /// The rel32 of the site's jump to its generated code, once chosen (bits 0..32), with bit 32
     /// set when valid.
     jump: AtomicU64,
+    /// Whether the faults counted touched a trapped region (the site gets a call-out).
+    region: AtomicBool,
 }
 
 static TABLE: [Site; SITES] = [const {
@@ -63,6 +66,7 @@ static TABLE: [Site; SITES] = [const {
         ctl: AtomicU64::new(0),
         orig: [AtomicU64::new(0), AtomicU64::new(0)],
         jump: AtomicU64::new(0),
+        region: AtomicBool::new(false),
     }
 }; SITES];
 
@@ -246,8 +250,10 @@ fn orig_bytes(s: &Site) -> [u8; 16] {
 }
 
 /// Called by the fault handler after it emulated the faulting instruction `instr` (bytes
-/// `bytes`) at `rip`: counts the fault and queues the site at the threshold. Async-signal-safe:
-/// atomics only.
+/// `bytes`) at `rip`, which touched a trapped region if `region`: counts the fault and queues
+/// the site at the threshold (a region site gets a [`callout`], a page-0 site the code of
+/// [`plan`]). Faults inside generated code (a call-out's fallback) are not counted.
+/// Async-signal-safe: atomics only.
 ///
 /// # Examples
 ///
@@ -259,12 +265,12 @@ fn orig_bytes(s: &Site) -> [u8; 16] {
 /// let (instr, _) = decode(&bytes, 0x40_0000).unwrap();
 /// let before = of_core::patch::stats();
 /// if !of_core::patch::enabled() {
-///     of_core::patch::on_emulated_fault(0x40_0000, &bytes, &instr);
+///     of_core::patch::on_emulated_fault(0x40_0000, &bytes, &instr, false);
 ///     assert_eq!(of_core::patch::stats(), before);
 /// }
 /// ```
-pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction) {
-    if !enabled() || rip >> 48 != 0 || !worker::alive_here() {
+pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction, region: bool) {
+    if !enabled() || rip >> 48 != 0 || !worker::alive_here() || pool::in_generated_code(rip) {
         return;
     }
     let s = &TABLE[index(rip)];
@@ -300,6 +306,7 @@ pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction) {
             let hi = u64::from_le_bytes(now[8..].try_into().unwrap_or([0; 8]));
             s.orig[0].store(lo, Ordering::Release);
             s.orig[1].store(hi, Ordering::Release);
+            s.region.store(region, Ordering::Release);
             let queued = pack(rip, QUEUED, count_of(next));
             if s.ctl
                 .compare_exchange(ctl, queued, Ordering::AcqRel, Ordering::Relaxed)

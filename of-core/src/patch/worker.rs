@@ -2,6 +2,7 @@
 //! atomics and a futex wake); the thread, which blocks every signal so it never takes one meant
 //! for the program, plans, generates and pokes each site in ordinary code.
 
+use super::callout;
 use super::plan::{plan, trampoline};
 use super::pool::Pool;
 use super::{COLD, PATCHED, PATCHING, QUEUED, REFUSED, TABLE, pack, rip_of, state_of};
@@ -174,8 +175,18 @@ fn process(pool: &mut Pool, index: usize) {
         REFUSED_N.fetch_add(1, Ordering::Relaxed);
         set(REFUSED);
     };
-    let Ok(p) = plan(&instr) else {
-        return refuse();
+    let region = s.region.load(Ordering::Acquire);
+    let p = if region {
+        // A region site: the call-out (its bytes live in a device).
+        if callout::plan(&instr).is_err() {
+            return refuse();
+        }
+        None
+    } else {
+        let Ok(p) = plan(&instr) else {
+            return refuse();
+        };
+        Some(p)
     };
     // Only private executable mappings are written (shared code never is).
     let Some(m) = maps::find(rip, len as u64) else {
@@ -187,7 +198,25 @@ fn process(pool: &mut Pool, index: usize) {
     let Some(w) = poke::writer(rip, 5, m.prot) else {
         return refuse();
     };
-    let Some(at) = pool.place(rip, |at| trampoline(&instr, &p, at).ok()) else {
+    let at = match p {
+        Some(p) => pool.place(rip, |at| trampoline(&instr, &p, at).ok()),
+        None => {
+            let Ok((_, offsets)) = crate::decode::decode(&orig, rip) else {
+                return refuse();
+            };
+            let rec = callout::record(&instr, &orig, offsets);
+            let saved = callout::saved_state();
+            let at = pool.place(rip, |at| {
+                callout::stub(&instr, rec as *const callout::Record as u64, saved, at).ok()
+            });
+            if let Some(at) = at {
+                rec.fallback
+                    .store(at + callout::FALLBACK, Ordering::Release);
+            }
+            at
+        }
+    };
+    let Some(at) = at else {
         return refuse();
     };
     let rel = at.wrapping_sub(rip + 5) as i64;

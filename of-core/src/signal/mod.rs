@@ -390,7 +390,8 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     };
     // Trapped regions: an instruction that touches one holds the bus from its first device
     // access to the end of its run-ahead (released when `_bus` drops).
-    let _bus = if in_region || touches_region(&m, &instr) {
+    let region_site = in_region || touches_region(&m, &instr);
+    let _bus = if region_site {
         let took = crate::region::lock_bus();
         crate::region::set_instruction(&bytes[..len]);
         m.set_bus(true);
@@ -408,7 +409,7 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
             stats::FAULTS_EMULATED.fetch_add(1, Ordering::Relaxed);
             stats::site(rip, &bytes[..len]);
             if !original {
-                crate::patch::on_emulated_fault(rip, &bytes[..len], &instr);
+                crate::patch::on_emulated_fault(rip, &bytes[..len], &instr, region_site);
             }
             if runahead_enabled() && !unproductive::skip(rip) {
                 let start = rip & !(PAGE_SIZE - 1);
@@ -457,13 +458,30 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
 }
 
 /// Releases the regions' bus when it drops, if it was taken.
-struct BusGuard(bool);
+pub(crate) struct BusGuard(bool);
 
 impl Drop for BusGuard {
     fn drop(&mut self) {
         if self.0 {
             crate::region::unlock_bus();
         }
+    }
+}
+
+/// Takes the regions' bus for `m` if `instr` touches a region (the SIGTRAP handler of a patch
+/// in progress, which emulates a site's original instruction).
+pub(crate) fn bus_for(
+    m: &mut SignalContext,
+    instr: &iced_x86::Instruction,
+    bytes: &[u8],
+) -> BusGuard {
+    if touches_region(m, instr) {
+        let took = crate::region::lock_bus();
+        crate::region::set_instruction(bytes);
+        m.set_bus(true);
+        BusGuard(took)
+    } else {
+        BusGuard(false)
     }
 }
 
