@@ -603,23 +603,6 @@ pub mod ffi {
     /// async-signal-safe); without it, on a server thread of the region's own.
     pub const OF_REGION_IN_HANDLER: core::ffi::c_int = 1;
 
-    /// A [`crate::region::Device`] made of C callbacks.
-    struct CDevice(OfDevice);
-
-    // SAFETY: `of_region_create`'s contract: the callbacks may be called from any thread.
-    unsafe impl Send for CDevice {}
-
-    impl crate::region::Device for CDevice {
-        fn read(&mut self, offset: u64, data: &mut [u8]) {
-            // SAFETY: the C device's contract; `data` holds `len` bytes.
-            unsafe { (self.0.read)(self.0.ctx, offset, data.len() as u32, data.as_mut_ptr()) }
-        }
-        fn write(&mut self, offset: u64, data: &[u8]) {
-            // SAFETY: as above.
-            unsafe { (self.0.write)(self.0.ctx, offset, data.len() as u32, data.as_ptr()) }
-        }
-    }
-
     /// `struct of_region *of_region_create(void *addr, size_t len, const struct of_device
     /// *device, int flags)`: a trapped region of `len` bytes at `addr` (page-aligned and free;
     /// NULL: where the kernel chooses) served by `device` (copied), on a server thread unless
@@ -686,7 +669,9 @@ pub mod ffi {
             // SAFETY: the caller's promise (async-signal-safe callbacks).
             b = unsafe { b.in_handler() };
         }
-        match b.build(CDevice(*device)) {
+        // SAFETY: the caller's contract (callbacks callable from any thread while the region
+        // lives; async-signal-safe with OF_REGION_IN_HANDLER).
+        match unsafe { crate::region::Region::create_raw(b, *device, None) } {
             Ok(r) => Box::into_raw(Box::new(r)),
             Err(e) => {
                 set_errno(e.raw_os_error().unwrap_or(match e.kind() {

@@ -76,7 +76,7 @@ pub trait Device: Send + 'static {
 }
 
 /// What the C-ABI device functions get as their context.
-struct Host {
+pub(crate) struct Host {
     device: Mutex<Box<dyn Any + Send>>,
     call_read: fn(&mut (dyn Any + Send), u64, &mut [u8]),
     call_write: fn(&mut (dyn Any + Send), u64, &[u8]),
@@ -250,6 +250,31 @@ impl Region {
     }
 
     fn create<D: Device>(b: Builder, device: D) -> io::Result<Region> {
+        let host = Box::new(Host {
+            device: Mutex::new(Box::new(device)),
+            call_read: read_as::<D>,
+            call_write: write_as::<D>,
+        });
+        let dev = region::Device {
+            read: host_read,
+            write: host_write,
+            ctx: (&*host as *const Host).cast_mut().cast(),
+        };
+        // SAFETY: the device functions take the Host, which lives as long as the Region.
+        unsafe { Region::create_raw(b, dev, Some(host)) }
+    }
+
+    /// A region served by a C-ABI device as is (no `Mutex`, no panic catching: `of.h`'s
+    /// `of_region_create`).
+    ///
+    /// # Safety
+    /// `dev`'s functions are callable with its context from any thread (and async-signal-safe
+    /// for an in-handler region) until the Region is dropped.
+    pub(crate) unsafe fn create_raw(
+        b: Builder,
+        dev: region::Device,
+        host: Option<Box<Host>>,
+    ) -> io::Result<Region> {
         let Builder { len, at, mode } = b;
         crate::map_registers().map_err(|e| io::Error::other(e.to_string()))?;
         let len = len.max(1);
@@ -282,17 +307,7 @@ impl Region {
             unsafe { libc::munmap(base, pages) };
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
-        let host = Box::new(Host {
-            device: Mutex::new(Box::new(device)),
-            call_read: read_as::<D>,
-            call_write: write_as::<D>,
-        });
-        let dev = region::Device {
-            read: host_read,
-            write: host_write,
-            ctx: (&*host as *const Host).cast_mut().cast(),
-        };
-        // SAFETY: the device functions take the Host, which lives until `Drop` unregisters.
+        // SAFETY: the caller's contract; `Drop` unregisters before the Host goes.
         let Some(index) = (unsafe { region::register(base as u64, len as u64, dev, mode) }) else {
             // SAFETY: our mapping.
             unsafe { libc::munmap(base, pages) };
@@ -308,7 +323,7 @@ impl Region {
             base: base.cast(),
             len,
             index,
-            host: Some(host),
+            host,
             server,
         })
     }
@@ -360,7 +375,7 @@ impl Region {
     ///
     /// See the [module documentation](self).
     pub fn with_device<D: Device, R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
-        let host = self.host.as_ref().expect("a live region");
+        let host = self.host.as_ref().expect("a region with a Rust device");
         let mut d = host.device.lock().unwrap_or_else(|e| e.into_inner());
         f(d.downcast_mut::<D>().expect("the device's type"))
     }

@@ -99,7 +99,10 @@ fn patched_region_sites_match_ordinary_memory() {
                     of::engine::patch::flush();
                 }
                 let bytes0: Vec<u8> = (0..LEN).map(|_| r.next() as u8).collect();
-                let state = random_block(&mut r, 0);
+                let mut state = random_block(&mut r, 0);
+                if r.below(4) == 0 {
+                    state.flags |= 0x400; // DF: the call-out clears it for its call, then restores it
+                }
                 buf.copy_from_slice(&bytes0);
                 region.with_device(|d: &mut Memory| d.bytes.copy_from_slice(&bytes0));
                 let mut native_in = state;
@@ -146,4 +149,260 @@ fn patched_region_sites_match_ordinary_memory() {
         "only {sites_patched} of {} sites ran without a fault",
         2 * forms.len()
     );
+}
+
+/// A device whose code clobbers vector state (xmm/ymm/zmm registers, opmasks, MXCSR's flags)
+/// as any device code may (glibc's string functions do): the call-out must hand the
+/// interrupted code its own state back.
+struct Clobbering {
+    value: u32,
+}
+
+impl Clobbering {
+    fn clobber() {
+        // SAFETY: only registers the asm names as clobbered are written.
+        unsafe {
+            std::arch::asm!(
+                "pcmpeqd xmm0, xmm0",
+                "pcmpeqd xmm7, xmm7",
+                "pcmpeqd xmm15, xmm15",
+                "stmxcsr [rsp - 8]",
+                "or dword ptr [rsp - 8], 0x3f", // every exception flag
+                "ldmxcsr [rsp - 8]",
+                out("xmm0") _, out("xmm7") _, out("xmm15") _,
+            );
+            if std::arch::is_x86_feature_detected!("avx2") {
+                std::arch::asm!(
+                    "vpcmpeqd ymm1, ymm1, ymm1",
+                    "vpcmpeqd ymm9, ymm9, ymm9",
+                    out("ymm1") _, out("ymm9") _,
+                );
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                std::arch::asm!(
+                    "vpternlogd zmm2, zmm2, zmm2, 0xff",
+                    "vpternlogd zmm17, zmm17, zmm17, 0xff",
+                    "vpternlogd zmm31, zmm31, zmm31, 0xff",
+                    "kxnorw k1, k1, k1",
+                    "kxnorw k7, k7, k7",
+                    out("zmm2") _, out("zmm17") _, out("zmm31") _, out("k1") _, out("k7") _,
+                );
+            }
+        }
+    }
+}
+
+impl of::region::Device for Clobbering {
+    fn read(&mut self, _: u64, data: &mut [u8]) {
+        Self::clobber();
+        let b = self.value.to_le_bytes();
+        for (k, d) in data.iter_mut().enumerate() {
+            *d = b[k % 4];
+        }
+    }
+    fn write(&mut self, _: u64, data: &[u8]) {
+        Self::clobber();
+        let mut b = [0u8; 4];
+        b[..data.len().min(4)].copy_from_slice(&data[..data.len().min(4)]);
+        self.value = u32::from_le_bytes(b);
+    }
+}
+
+/// The vector state the probe loads and stores around the region access: zmm0..32 (64 bytes
+/// each; only what the CPU has is used), k0..8, MXCSR.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct VectorState {
+    z: [[u64; 8]; 32],
+    k: [u64; 8],
+    mxcsr: u32,
+    pad: [u32; 15],
+}
+
+#[test]
+fn the_call_out_preserves_vector_state_the_device_clobbers() {
+    use iced_x86::code_asm::*;
+    of::map_registers().unwrap();
+    if !of::engine::signal::set_patching(true) {
+        eprintln!("site patching is not available on this kernel: nothing to test");
+        return;
+    }
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let avx512bw = std::arch::is_x86_feature_detected!("avx512bw");
+    // SAFETY: `Clobbering` touches only registers and its own field: async-signal-safe.
+    let region = unsafe { Region::new_in_handler(16, Clobbering { value: 0x1234_5678 }) }.unwrap();
+    // probe(state_in = rdi, state_out = rsi, region = rdx): load the state, `mov eax, dword ptr
+    // [rdx + 4]` (a disp32 form: long enough to patch), store the state.
+    let zs = [
+        zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13,
+        zmm14, zmm15, zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26,
+        zmm27, zmm28, zmm29, zmm30, zmm31,
+    ];
+    let ys = [
+        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
+        ymm14, ymm15,
+    ];
+    let xs = [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ];
+    let ks = [k0, k1, k2, k3, k4, k5, k6, k7];
+    let page = Fixed::raw_page();
+    let mut a = CodeAssembler::new(64).unwrap();
+    let load_store = |a: &mut CodeAssembler, base: AsmRegister64, store: bool| {
+        for i in 0..32 {
+            let m = zmmword_ptr(base + 64 * i as i32);
+            if avx512 {
+                if store {
+                    a.vmovdqu64(m, zs[i])
+                } else {
+                    a.vmovdqu64(zs[i], m)
+                }
+                .unwrap();
+            } else if avx && i < 16 {
+                let m = ymmword_ptr(base + 64 * i as i32);
+                if store {
+                    a.vmovdqu(m, ys[i])
+                } else {
+                    a.vmovdqu(ys[i], m)
+                }
+                .unwrap();
+            } else if i < 16 {
+                let m = xmmword_ptr(base + 64 * i as i32);
+                if store {
+                    a.movdqu(m, xs[i])
+                } else {
+                    a.movdqu(xs[i], m)
+                }
+                .unwrap();
+            }
+        }
+        if avx512 {
+            for (i, k) in ks.iter().enumerate() {
+                let m = qword_ptr(base + 2048 + 8 * i as i32);
+                if avx512bw {
+                    if store {
+                        a.kmovq(m, *k)
+                    } else {
+                        a.kmovq(*k, m)
+                    }
+                    .unwrap();
+                } else {
+                    let m = word_ptr(base + 2048 + 8 * i as i32);
+                    if store {
+                        a.kmovw(m, *k)
+                    } else {
+                        a.kmovw(*k, m)
+                    }
+                    .unwrap();
+                }
+            }
+        }
+        let m = dword_ptr(base + 2112);
+        if store { a.stmxcsr(m) } else { a.ldmxcsr(m) }.unwrap();
+    };
+    load_store(&mut a, rdi, false);
+    let mut site = a.create_label();
+    a.set_label(&mut site).unwrap();
+    a.add_instruction(
+        iced_x86::Instruction::with2(
+            iced_x86::Code::Mov_r32_rm32,
+            Register::EAX,
+            iced_x86::MemoryOperand::new(
+                Register::RDX,
+                Register::None,
+                1,
+                4,
+                8,
+                false,
+                Register::None,
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    load_store(&mut a, rsi, true);
+    a.ret().unwrap();
+    let code = a.assemble(page as u64).unwrap();
+    // SAFETY: our read-write-execute page, large enough (checked).
+    unsafe {
+        assert!(code.len() <= 4096);
+        std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
+    }
+    // SAFETY: the page holds `probe` as assembled above.
+    let probe: extern "sysv64" fn(*const VectorState, *mut VectorState, *mut u8) -> u32 =
+        unsafe { std::mem::transmute(page) };
+    let mut r = Rng(0x7EC7_0015);
+    let mut faults_after_patch = None;
+    for run in 0..6 {
+        if run == 2 {
+            of::engine::patch::flush();
+            faults_after_patch = Some(of::stats().faults);
+        }
+        let mut input = VectorState {
+            z: [[0; 8]; 32],
+            k: [0; 8],
+            mxcsr: 0x1F80,
+            pad: [0; 15],
+        };
+        for z in input.z.iter_mut() {
+            for q in z.iter_mut() {
+                *q = r.next();
+            }
+        }
+        for k in input.k.iter_mut() {
+            *k = if avx512bw {
+                r.next()
+            } else {
+                r.next() & 0xFFFF
+            };
+        }
+        input.mxcsr = 0x1F80 | ((r.next() as u32) & 0x6000); // rounding control
+        // What the CPU keeps of it: lanes and registers this CPU has.
+        let mut want = input;
+        for (i, z) in want.z.iter_mut().enumerate() {
+            let lanes = if avx512 {
+                8
+            } else if avx && i < 16 {
+                4
+            } else if i < 16 {
+                2
+            } else {
+                0
+            };
+            for q in z.iter_mut().skip(lanes) {
+                *q = 0;
+            }
+        }
+        if !avx512 {
+            want.k = [0; 8];
+        }
+        let mut out = want;
+        let loaded = probe(&input, &mut out, region.as_ptr());
+        assert_eq!(loaded, 0x1234_5678);
+        for (i, z) in out.z.iter_mut().enumerate() {
+            let lanes = if avx512 {
+                8
+            } else if avx && i < 16 {
+                4
+            } else if i < 16 {
+                2
+            } else {
+                0
+            };
+            for q in z.iter_mut().skip(lanes) {
+                *q = 0;
+            }
+        }
+        assert_eq!(
+            out, want,
+            "run {run}: the vector state changed across the region access"
+        );
+    }
+    let faults = of::stats().faults - faults_after_patch.unwrap();
+    eprintln!(
+        "call-out vector state: 6 runs, {faults} faults after patching (avx {avx}, avx512 {avx512})"
+    );
+    assert_eq!(faults, 0, "the site was not patched");
 }

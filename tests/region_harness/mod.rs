@@ -300,6 +300,23 @@ pub struct Fixed {
 }
 
 impl Fixed {
+    /// A fresh read-write-execute page (leaked: tests write their own code into it).
+    pub fn raw_page() -> *mut u8 {
+        // SAFETY: an anonymous private mapping of our own.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(page, libc::MAP_FAILED);
+        page.cast()
+    }
+
     /// Writes the harness around `instr`, encoded for [`Fixed::site`] by `encode(site)`.
     pub fn new(encode: impl Fn(u64) -> Option<Vec<u8>>) -> Option<Fixed> {
         // SAFETY: an anonymous private mapping of our own.

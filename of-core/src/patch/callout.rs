@@ -19,15 +19,24 @@
 //! entry:    pushfq; cld; push r15 … push rax      ; the Frame (rsp's slot is a placeholder)
 //!           save xmm/ymm/zmm 0..16 or 0..32, k0..8, MXCSR (64-byte aligned area)
 //!           call callout(frame, area, kind)       ; emulates; sets the continuation slot
-//!           restore them; pop rax … r15; popfq
+//!           restore them (MXCSR only if changed); flags from Frame.rflags (std, add, sahf)
+//!           pop rax … r15; skip the rflags slot
 //!           ret 128                               ; to the continuation, rsp back in place
 //! ```
 //!
 //! Everything the System V ABI lets a called function change is saved: the general-purpose
 //! registers, rflags (DF is cleared for the call, as the ABI requires, and restored), every
-//! vector register and opmask the CPU has (explicit moves: `xsave` costs ~170 ns here, the moves
-//! ~6–20 ns), and MXCSR. Not saved: the x87 register stack (device code that uses x87 while the
+//! vector register and opmask the CPU has, and MXCSR. Costs measured on an AMD EPYC with
+//! AVX-512 (`examples/region_bench.rs`): `xsave`/`xrstor` ~170 ns, so explicit moves (the 32
+//! zmm registers ~35 ns a call, the largest part of a patched access); `ldmxcsr` ~15 ns, so
+//! MXCSR is reloaded only when the call changed it; `popfq` is microcoded, so the status flags
+//! come back with `sahf` and an `add` for OF (CPUs without LAHF/SAHF in 64-bit mode keep the
+//! fault path). Not saved: the x87 register stack (device code that uses x87 while the
 //! interrupted code has x87 values live would disturb them) — see the README.
+//!
+//! Plain moves (`mov`/`movzx`/`movsx` between a register or immediate and a region, the usual
+//! device-register access; [`plain_move`]) skip the engine: the call-out computes the effective
+//! address and calls the device itself.
 //!
 //! The instruction is emulated with no fault address: if at this execution it touches neither
 //! a region nor the map (its pointer now points at ordinary memory), or the engine declines or
@@ -82,6 +91,114 @@ pub enum Saved {
     Avx512Bw = 3,
 }
 
+/// A plain move between a general-purpose register (or an immediate) and memory, done by the
+/// call-out without the engine: the common device-register access (`mov`, `movzx`, `movsx`,
+/// `movsxd` with a 1-, 2-, 4- or 8-byte operand, no segment override, 64-bit addressing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Move {
+    /// Not a plain move: the engine emulates it.
+    None,
+    /// `dst = extend(memory)`: register number, its width in bytes, the memory operand's size,
+    /// sign extension.
+    Load {
+        /// Destination register (encoding number).
+        dst: u8,
+        /// Destination width in bytes (1, 2, 4 or 8; 4 zero-extends to 64 bits).
+        width: u8,
+        /// Bytes read.
+        size: u8,
+        /// Sign-extend (`movsx`, `movsxd`) rather than zero-extend (`movzx`, `mov`).
+        sign: bool,
+    },
+    /// `memory = register`: register number and size in bytes.
+    StoreRegister {
+        /// Source register (encoding number).
+        src: u8,
+        /// Bytes written.
+        size: u8,
+    },
+    /// `memory = immediate` (the low `size` bytes of the sign-extended immediate).
+    StoreImmediate {
+        /// The immediate.
+        value: u64,
+        /// Bytes written.
+        size: u8,
+    },
+}
+
+/// The [`Move`] form of `instr`, if it is one.
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::patch::callout::{Move, plain_move};
+///
+/// // movzx eax, byte ptr [0x4000_0005]
+/// let (i, _) = decode(&[0x0F, 0xB6, 0x04, 0x25, 0x05, 0x00, 0x00, 0x40], 0).unwrap();
+/// assert_eq!(plain_move(&i), Move::Load { dst: 0, width: 4, size: 1, sign: false });
+/// // add dword ptr [0x4000_0000], 1: the engine's
+/// let (i, _) = decode(&[0x83, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40, 0x01], 0).unwrap();
+/// assert_eq!(plain_move(&i), Move::None);
+/// ```
+pub fn plain_move(instr: &Instruction) -> Move {
+    use iced_x86::OpKind;
+    if instr.segment_prefix() != Register::None
+        || !matches!(instr.memory_segment(), Register::DS | Register::SS)
+        || instr.memory_base().size() != 8 && instr.memory_base() != Register::None
+        || instr.memory_index().size() != 8 && instr.memory_index() != Register::None
+        || instr.memory_base() == Register::RIP && instr.memory_index() != Register::None
+        || instr.has_lock_prefix()
+    {
+        return Move::None;
+    }
+    let size = instr.memory_size().size();
+    if !matches!(size, 1 | 2 | 4 | 8) {
+        return Move::None;
+    }
+    // A general-purpose register that is not ah/ch/dh/bh, as (number, width).
+    let gpr = |r: Register| -> Option<(u8, u8)> {
+        if !r.is_gpr() || matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
+            return None;
+        }
+        Some((r.full_register().number() as u8, r.size() as u8))
+    };
+    match instr.mnemonic() {
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
+            if instr.op0_kind() == OpKind::Register && instr.op1_kind() == OpKind::Memory =>
+        {
+            let Some((dst, width)) = gpr(instr.op0_register()) else {
+                return Move::None;
+            };
+            let sign = matches!(instr.mnemonic(), Mnemonic::Movsx | Mnemonic::Movsxd);
+            Move::Load {
+                dst,
+                width,
+                size: size as u8,
+                sign,
+            }
+        }
+        Mnemonic::Mov if instr.op0_kind() == OpKind::Memory => match instr.op1_kind() {
+            OpKind::Register => match gpr(instr.op1_register()) {
+                Some((src, _)) => Move::StoreRegister {
+                    src,
+                    size: size as u8,
+                },
+                None => Move::None,
+            },
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64 => Move::StoreImmediate {
+                value: instr.immediate(1),
+                size: size as u8,
+            },
+            _ => Move::None,
+        },
+        _ => Move::None,
+    }
+}
+
 /// What the stub of one site hands the engine (leaked: a patched site is never unpatched).
 pub struct Record {
     /// The site's instruction, decoded at its address.
@@ -92,6 +209,8 @@ pub struct Record {
     pub offsets: ConstantOffsets,
     /// The stub's fallback: the original instruction, then a jump to the next one.
     pub fallback: core::sync::atomic::AtomicU64,
+    /// The plain-move form, done without the engine.
+    pub fast: Move,
 }
 
 /// The vector state this CPU has, read from XCR0 itself (not `OF_CPU_HIDE`: what the device
@@ -160,8 +279,26 @@ macro_rules! entry {
                 "mov edx, {kind}",      //         kind): rsp is 64-byte aligned, as calls need
                 "call {callout}",
                 $($restore,)*           // the vector registers back (perhaps changed)
+                "stmxcsr [rsp + 2116]", // MXCSR now: reloaded only if the call changed it
+                "mov eax, [rsp + 2116]", // (ldmxcsr is slow; rax is restored below)
+                "cmp eax, [rsp + 2112]",
+                "je 2f",
                 "ldmxcsr [rsp + 2112]",
+                "2:",
                 "mov rsp, rbx",         // rsp = the Frame
+                // rflags from Frame.rflags without popfq (microcoded, slow): DF by std, OF by
+                // an add, SF ZF AF PF CF by sahf; no other flag changes here.
+                "mov rax, [rsp + 128]", // rax = the new rflags (rax itself is popped below)
+                "bt eax, 10",           // CF = DF
+                "jnc 3f",
+                "std",
+                "3:",
+                "mov ecx, eax",
+                "shr ecx, 11",
+                "and ecx, 1",           // cl = OF
+                "add cl, 0x7f",         // OF = (cl == 1): 0x80 overflows, 0x7f does not
+                "mov ah, al",           // ah = SF ZF AF PF CF (bits 7 6 4 2 0)
+                "sahf",                 // … into the flags; OF and DF stay
                 "pop rax",
                 "pop rcx",
                 "pop rdx",
@@ -178,7 +315,7 @@ macro_rules! entry {
                 "pop r13",
                 "pop r14",
                 "pop r15",
-                "popfq",                // rflags (perhaps changed); DF back as it was
+                "lea rsp, [rsp + 8]",   // Frame.rflags, restored above (lea: no flags)
                 "ret 128",              // to Frame.slot, then rsp += 128: the original rsp
                 area = const AREA,
                 kind = const $kind as u32,
@@ -351,8 +488,11 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, kind: u32
     // The interrupted rsp: above the Frame, the 128 bytes the stub stepped over.
     let rsp = frame as u64 + core::mem::size_of::<Frame>() as u64 + 128;
     f.gpr[4] = rsp;
-    let before = (f.gpr, f.rflags);
     let len = rec.instr.len();
+    if rec.fast != Move::None && fast_move(f, rec) {
+        return;
+    }
+    let before = (f.gpr, f.rflags);
     let took = crate::region::lock_bus();
     crate::region::set_instruction(&rec.bytes[..len]);
     let mut m = FrameMachine {
@@ -374,6 +514,76 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, kind: u32
         (f.gpr, f.rflags) = before;
         f.slot = rec.fallback.load(core::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The effective address of `instr`'s memory operand with the registers of `f` (64-bit
+/// addressing, no segment base).
+fn effective_address(f: &Frame, instr: &Instruction) -> u64 {
+    let reg = |r: Register| match r {
+        Register::None => 0,
+        Register::RIP => instr.next_ip(),
+        r => f.gpr[r.number() & 15],
+    };
+    let base = if instr.memory_base() == Register::RIP {
+        0 // iced-x86 folds rip into the displacement
+    } else {
+        reg(instr.memory_base())
+    };
+    base.wrapping_add(reg(instr.memory_index()).wrapping_mul(u64::from(instr.memory_index_scale())))
+        .wrapping_add(instr.memory_displacement64())
+}
+
+/// Does a [`Move`] whose operand lies in one region, with the device called directly. Returns
+/// false (nothing done) when the operand is not entirely in a region.
+fn fast_move(f: &mut Frame, rec: &Record) -> bool {
+    let ea = effective_address(f, &rec.instr);
+    let size = match rec.fast {
+        Move::Load { size, .. }
+        | Move::StoreRegister { size, .. }
+        | Move::StoreImmediate { size, .. } => size,
+        Move::None => return false,
+    };
+    let Some((index, offset)) = crate::region::find(ea, u64::from(size)) else {
+        return false;
+    };
+    let took = crate::region::lock_bus();
+    crate::region::set_instruction(&rec.bytes[..rec.instr.len()]);
+    let n = usize::from(size);
+    match rec.fast {
+        Move::Load {
+            dst, width, sign, ..
+        } => {
+            let mut b = [0u8; 8];
+            crate::region::read_direct(index, offset, &mut b[..n]);
+            let raw = u64::from_le_bytes(b);
+            let bits = 8 * u32::from(size);
+            let value = if sign && bits < 64 {
+                (((raw << (64 - bits)) as i64) >> (64 - bits)) as u64
+            } else {
+                raw
+            };
+            let d = &mut f.gpr[usize::from(dst)];
+            *d = match width {
+                1 => (*d & !0xFF) | (value & 0xFF),
+                2 => (*d & !0xFFFF) | (value & 0xFFFF),
+                4 => value & 0xFFFF_FFFF,
+                _ => value,
+            };
+        }
+        Move::StoreRegister { src, .. } => {
+            let b = f.gpr[usize::from(src)].to_le_bytes();
+            crate::region::write_direct(index, offset, &b[..n]);
+        }
+        Move::StoreImmediate { value, .. } => {
+            crate::region::write_direct(index, offset, &value.to_le_bytes()[..n]);
+        }
+        Move::None => {}
+    }
+    if took {
+        crate::region::unlock_bus();
+    }
+    f.slot = rec.instr.next_ip();
+    true
 }
 
 /// Whether a region site's instruction gets a call-out; otherwise why not.
@@ -399,6 +609,10 @@ pub fn plan(instr: &Instruction) -> Result<(), &'static str> {
     use Mnemonic as M;
     if instr.len() < 5 {
         return Err("shorter than a jmp rel32");
+    }
+    // CPUID.80000001H:ECX.LAHF-SAHF: the entries restore the status flags with sahf.
+    if crate::cpu::get().ext1_ecx & 1 == 0 {
+        return Err("no LAHF/SAHF in 64-bit mode on this CPU");
     }
     if !matches!(classify(instr), Kind::Host { .. } | Kind::Move) {
         return Err("not a plain register or vector access (stack, string, branch or refused)");
@@ -503,6 +717,7 @@ pub fn record(instr: &Instruction, bytes: &[u8; 16], offsets: ConstantOffsets) -
         bytes: *bytes,
         offsets,
         fallback: core::sync::atomic::AtomicU64::new(0),
+        fast: plain_move(instr),
     }))
 }
 
