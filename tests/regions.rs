@@ -337,3 +337,142 @@ fn threads_hammering_a_region_with_lock_add_get_exact_totals() {
     });
     assert_eq!((a, b), (THREADS * EACH, THREADS * EACH));
 }
+
+/// A device that panics: the process aborts with the panic's message and the instruction
+/// being served (run in a child process: this test's binary, re-executed).
+#[test]
+fn a_device_panic_aborts_with_the_message_and_the_instruction() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "OF_REGIONS_PANIC_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        struct Burning;
+        impl of::region::Device for Burning {
+            fn read(&mut self, _: u64, _: &mut [u8]) {
+                panic!("the device is on fire");
+            }
+            fn write(&mut self, _: u64, _: &[u8]) {}
+        }
+        let r = Region::new(8, Burning).unwrap();
+        // SAFETY: a 4-byte read inside the region (whose device panics: the process ends).
+        unsafe {
+            std::arch::asm!("mov eax, dword ptr [rdx + 4]", in("rdx") r.as_ptr(), out("eax") _);
+        }
+        unreachable!("the read returned");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_device_panic_aborts_with_the_message_and_the_instruction",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr.contains(
+            "of: a device panicked while serving `mov eax, dword ptr [rdx+4]` (8b 42 04): the device is on fire"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the read returned"), "{stderr}");
+}
+
+/// 256- and 512-bit accesses (AVX, AVX-512 with an opmask and a broadcast) on a region and on
+/// ordinary memory: the same register results and the same bytes. Forms the CPU lacks are
+/// skipped.
+#[test]
+fn wide_vector_accesses_on_a_region_match_ordinary_memory() {
+    of::map_registers().unwrap();
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw");
+    if !avx {
+        eprintln!("no AVX on this CPU: nothing to test");
+        return;
+    }
+    let region = Region::new(
+        LEN,
+        Memory {
+            bytes: [0; LEN],
+            reads: 0,
+            writes: 0,
+        },
+    )
+    .unwrap();
+    let mut buf = Box::new([0u8; LEN]);
+    let mut r = Rng(0x0256_0512);
+    let kinds: &[&str] = if avx512 {
+        &[
+            "ymm load",
+            "ymm store",
+            "zmm load",
+            "zmm masked store",
+            "zmm broadcast add",
+            "zmm masked load",
+        ]
+    } else {
+        &["ymm load", "ymm store"]
+    };
+    let mut cases = 0;
+    /// Runs `kind` with `base` as the memory operand's base: loads `input` into the source
+    /// register, writes the destination register to the returned array.
+    fn snippet(kind: &str, base: *mut u8, offset: usize, input: &[u8; 64], mask: u64) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        let p = base.wrapping_add(offset);
+        let (i, o) = (input.as_ptr(), out.as_mut_ptr());
+        // SAFETY: each form reads or writes at most 64 bytes at `p` (inside the region or the
+        // buffer: offsets are chosen so) and `input`/`out`, and clobbers only what it names.
+        unsafe {
+            match kind {
+                "ymm load" => std::arch::asm!(
+                    "vmovdqu ymm0, [{p}]", "vmovdqu [{o}], ymm0",
+                    p = in(reg) p, o = in(reg) o, out("ymm0") _),
+                "ymm store" => std::arch::asm!(
+                    "vmovdqu ymm1, [{i}]", "vmovdqu [{p}], ymm1",
+                    p = in(reg) p, i = in(reg) i, out("ymm1") _),
+                "zmm load" => std::arch::asm!(
+                    "vmovdqu64 zmm0, [{p}]", "vmovdqu64 [{o}], zmm0",
+                    p = in(reg) p, o = in(reg) o, out("zmm0") _),
+                "zmm masked store" => std::arch::asm!(
+                    "kmovq k1, {m}", "vmovdqu64 zmm1, [{i}]", "vmovdqu8 [{p}]{{k1}}, zmm1",
+                    p = in(reg) p, i = in(reg) i, m = in(reg) mask, out("zmm1") _, out("k1") _),
+                "zmm broadcast add" => std::arch::asm!(
+                    "vmovdqu64 zmm1, [{i}]", "vpaddd zmm0, zmm1, dword ptr [{p}]{{1to16}}",
+                    "vmovdqu64 [{o}], zmm0",
+                    p = in(reg) p, i = in(reg) i, o = in(reg) o, out("zmm0") _, out("zmm1") _),
+                _ => std::arch::asm!(
+                    "kmovq k1, {m}", "vmovdqu64 zmm0, [{i}]", "vmovdqu16 zmm0{{k1}}{{z}}, [{p}]",
+                    "vmovdqu64 [{o}], zmm0",
+                    p = in(reg) p, i = in(reg) i, o = in(reg) o, m = in(reg) mask,
+                    out("zmm0") _, out("k1") _),
+            }
+        }
+        out
+    }
+    for kind in kinds {
+        for _ in 0..64 {
+            let bytes0: Vec<u8> = (0..LEN).map(|_| r.next() as u8).collect();
+            let mut input = [0u8; 64];
+            for b in input.iter_mut() {
+                *b = r.next() as u8;
+            }
+            let mask = r.next();
+            let offset = r.below((LEN - 64) as u64) as usize;
+            buf.copy_from_slice(&bytes0);
+            region.with_device(|d: &mut Memory| d.bytes.copy_from_slice(&bytes0));
+            let want = snippet(kind, buf.as_mut_ptr(), offset, &input, mask);
+            let got = snippet(kind, region.as_ptr(), offset, &input, mask);
+            let dev = region.with_device(|d: &mut Memory| d.bytes);
+            assert_eq!(want, got, "{kind} at {offset}: registers differ");
+            assert_eq!(&dev[..], &buf[..], "{kind} at {offset}: memory differs");
+            cases += 1;
+        }
+    }
+    eprintln!(
+        "regions, wide vectors: {} forms, {cases} cases, 0 mismatches",
+        kinds.len()
+    );
+}
