@@ -243,13 +243,20 @@ fn build_unicorn(dir: &Path, uc: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Runs the unicorn harness: (ns per iteration, outcome).
-fn unicorn(bin: &Path, so: &Path, pointer: bool, n: u64) -> Result<(f64, Outcome), String> {
+/// Runs the unicorn harness (on plain unicorn memory if `plain`): (ns per iteration, outcome).
+fn unicorn(
+    bin: &Path,
+    so: &Path,
+    pointer: bool,
+    n: u64,
+    plain: bool,
+) -> Result<(f64, Outcome), String> {
     let out = Command::new(bin)
         .arg(so)
         .arg(if pointer { "pointer" } else { "fixed" })
         .arg(n.to_string())
         .arg(format!("{DEV_BASE:#x}"))
+        .args(plain.then_some("plain"))
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -337,15 +344,15 @@ fn bench(dir: &Path) -> Result<bool, String> {
         for (k, pointer) in [false, true].into_iter().enumerate() {
             let v = if pointer { "pointer" } else { "fixed" };
             let mode = if in_handler {
-                "in handler"
+                "in the fault handler"
             } else {
-                "server thread"
+                "on the server thread"
             };
             checks.push((format!("of {mode}, {v}"), run(&l, pointer, CHECK_N, None)));
             let n = if in_handler { 20_000 } else { 5_000 };
             let ns = time(&l, pointer, n, None);
             lines.push(Line {
-                what: format!("of, device on the {mode} ({v})"),
+                what: format!("of, device {mode} ({v})"),
                 ns: Some(ns),
                 note: format!("{:.0} ns per device access", (ns - native[k]) / 2.0),
             });
@@ -400,25 +407,35 @@ fn bench(dir: &Path) -> Result<bool, String> {
     } else {
         unicorn_dir().and_then(|d| build_unicorn(dir, &d))
     };
-    for (k, pointer) in [false, true].into_iter().enumerate() {
+    for pointer in [false, true] {
         let v = if pointer { "pointer" } else { "fixed" };
-        let what = format!("unicorn 2.1.4, C callbacks ({v})");
         let r = uc.as_ref().map_err(|e| e.clone()).and_then(|bin| {
-            let (_, o) = unicorn(bin, &so, pointer, CHECK_N)?;
-            let (ns, _) = unicorn(bin, &so, pointer, 1_000_000)?;
-            Ok((ns, o))
+            let (_, o) = unicorn(bin, &so, pointer, CHECK_N, false)?;
+            let (_, o_plain) = unicorn(bin, &so, pointer, CHECK_N, true)?;
+            let (ns, _) = unicorn(bin, &so, pointer, 1_000_000, false)?;
+            let (ns_plain, _) = unicorn(bin, &so, pointer, 1_000_000, true)?;
+            Ok((ns, o, ns_plain, o_plain))
         });
         match r {
-            Ok((ns, o)) => {
+            Ok((ns, o, ns_plain, o_plain)) => {
                 checks.push((format!("unicorn, {v}"), o));
+                checks.push((format!("unicorn plain memory, {v}"), o_plain));
                 lines.push(Line {
-                    what,
+                    what: format!("unicorn 2.1.4, plain memory ({v})"),
+                    ns: Some(ns_plain),
+                    note: String::new(),
+                });
+                lines.push(Line {
+                    what: format!("unicorn 2.1.4, C callbacks ({v})"),
                     ns: Some(ns),
-                    note: format!("{:.0} ns per device access", (ns - native[k]) / 2.0),
+                    note: format!(
+                        "{:.0} ns per device access over unicorn's plain memory",
+                        (ns - ns_plain) / 2.0
+                    ),
                 });
             }
             Err(e) => lines.push(Line {
-                what,
+                what: format!("unicorn 2.1.4 ({v})"),
                 ns: None,
                 note: format!("unavailable: {}", e.trim()),
             }),
@@ -427,7 +444,7 @@ fn bench(dir: &Path) -> Result<bool, String> {
 
     let unicorn_fixed = lines
         .iter()
-        .find(|x| x.what.starts_with("unicorn") && x.what.ends_with("(fixed)"))
+        .find(|x| x.what.starts_with("unicorn 2.1.4, C callbacks (fixed)"))
         .and_then(|x| x.ns);
     println!(
         "region_bench: per iteration 1 device read + 51 ordinary instructions + 1 device write (gcc -O2)"

@@ -4,8 +4,11 @@
  * from the shared object built from loop.c to the same address inside unicorn — with the same
  * device, whose callbacks are C functions of that object registered with uc_mmio_map.
  *
- *   unicorn <loop.so> fixed|pointer <iterations> <dev_base>
+ *   unicorn <loop.so> fixed|pointer <iterations> <dev_base> [plain]
  *
+ * With "plain" the device's page is ordinary unicorn memory instead (the registers' bytes and
+ * one read and one write per iteration are reported as the native run reports them): unicorn's
+ * own cost of the loop, to which the callbacks add theirs.
  * Prints one line: "<ns per iteration> <result> <dev word 0> <dev word 1> <reads> <writes>
  * <memory word 0..3>", all but the first in hex, for the caller to compare with its own runs.
  * Before the timed run, one run of 1,000 iterations fills unicorn's translation cache (then the
@@ -43,8 +46,13 @@ static const uint64_t MEM_INIT[4] = {1, 2, 3, 4};
 
 /* One run of n iterations from the initial state; returns rax. */
 static uint64_t run(uc_engine *uc, uint64_t entry, int pointer, uint64_t dev_base, uint64_t n,
-                    void (*reset)(void)) {
+                    void (*reset)(void), int plain) {
     reset();
+    if (plain) {
+        uint8_t regs[16] = {0};
+        regs[4] = 1; /* status: ready, as bench_device_reset sets it */
+        check(uc_mem_write(uc, dev_base, regs, sizeof regs), "reset the device page");
+    }
     check(uc_mem_write(uc, MEM, MEM_INIT, sizeof MEM_INIT), "write memory");
     uint64_t rsp = STACK + 0x10000 - 64, ret = STOP;
     check(uc_mem_write(uc, rsp, &ret, 8), "push the return address");
@@ -65,10 +73,12 @@ static uint64_t run(uc_engine *uc, uint64_t entry, int pointer, uint64_t dev_bas
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s <loop.so> fixed|pointer <iterations> <dev_base>\n", argv[0]);
+    if (argc != 5 && !(argc == 6 && strcmp(argv[5], "plain") == 0)) {
+        fprintf(stderr, "usage: %s <loop.so> fixed|pointer <iterations> <dev_base> [plain]\n",
+                argv[0]);
         return 2;
     }
+    int plain = argc == 6;
     int pointer = strcmp(argv[2], "pointer") == 0;
     uint64_t n = strtoull(argv[3], NULL, 0), dev_base = strtoull(argv[4], NULL, 0);
     void *so = dlopen(argv[1], RTLD_NOW);
@@ -99,16 +109,24 @@ int main(int argc, char **argv) {
     check(uc_mem_map(uc, MEM, PAGE, UC_PROT_READ | UC_PROT_WRITE), "map memory");
     check(uc_mem_map(uc, STACK, 0x10000, UC_PROT_READ | UC_PROT_WRITE), "map stack");
     check(uc_mem_map(uc, STOP, PAGE, UC_PROT_ALL), "map the stop page");
-    check(uc_mmio_map(uc, dev_base, PAGE, (uc_cb_mmio_read_t)rd, NULL, (uc_cb_mmio_write_t)wr,
-                      NULL),
-          "mmio_map");
+    if (plain) {
+        check(uc_mem_map(uc, dev_base, PAGE, UC_PROT_READ | UC_PROT_WRITE), "map the device page");
+    } else {
+        check(uc_mmio_map(uc, dev_base, PAGE, (uc_cb_mmio_read_t)rd, NULL,
+                          (uc_cb_mmio_write_t)wr, NULL),
+              "mmio_map");
+    }
 
-    run(uc, entry, pointer, dev_base, 1000, reset); /* warm the translation cache */
+    run(uc, entry, pointer, dev_base, 1000, reset, plain); /* warm the translation cache */
     double t0 = now_ns();
-    uint64_t result = run(uc, entry, pointer, dev_base, n, reset);
+    uint64_t result = run(uc, entry, pointer, dev_base, n, reset, plain);
     double t1 = now_ns();
     uint64_t dev[4], mem[4];
     state(dev);
+    if (plain) {
+        check(uc_mem_read(uc, dev_base, dev, 16), "read the device page");
+        dev[2] = dev[3] = n;
+    }
     check(uc_mem_read(uc, MEM, mem, sizeof mem), "read memory");
     printf("%.3f %" PRIx64 " %" PRIx64 " %" PRIx64 " %" PRIx64 " %" PRIx64 " %" PRIx64
            " %" PRIx64 " %" PRIx64 " %" PRIx64 "\n",
