@@ -14,6 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod region_harness;
 
+/// The tests of this file one at a time (one counts faults process-wide).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use region_harness::*;
 
 /// Runs `instr` once on `buf` (r15 = its address) and once on the region (r15 = its address)
@@ -72,6 +78,7 @@ fn compare(
 
 #[test]
 fn instruction_forms_on_a_region_match_ordinary_memory() {
+    let _serial = serial();
     of::map_registers().unwrap();
     let region = Region::new(
         LEN,
@@ -136,6 +143,7 @@ fn instruction_forms_on_a_region_match_ordinary_memory() {
 /// ordinary memory.
 #[test]
 fn string_instructions_on_a_region_match_ordinary_memory() {
+    let _serial = serial();
     of::map_registers().unwrap();
     let region = Region::new(
         LEN,
@@ -290,6 +298,7 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
 /// Threads hammering one region with `lock add`: the total is exact.
 #[test]
 fn threads_hammering_a_region_with_lock_add_get_exact_totals() {
+    let _serial = serial();
     of::map_registers().unwrap();
     let region = std::sync::Arc::new(
         Region::new(
@@ -342,6 +351,7 @@ fn threads_hammering_a_region_with_lock_add_get_exact_totals() {
 /// being served (run in a child process: this test's binary, re-executed).
 #[test]
 fn a_device_panic_aborts_with_the_message_and_the_instruction() {
+    let _serial = serial();
     use std::os::unix::process::ExitStatusExt;
     const CHILD: &str = "OF_REGIONS_PANIC_CHILD";
     if std::env::var_os(CHILD).is_some() {
@@ -385,6 +395,7 @@ fn a_device_panic_aborts_with_the_message_and_the_instruction() {
 /// skipped.
 #[test]
 fn wide_vector_accesses_on_a_region_match_ordinary_memory() {
+    let _serial = serial();
     of::map_registers().unwrap();
     let avx = std::arch::is_x86_feature_detected!("avx");
     let avx512 = std::arch::is_x86_feature_detected!("avx512f")
@@ -475,4 +486,43 @@ fn wide_vector_accesses_on_a_region_match_ordinary_memory() {
         "regions, wide vectors: {} forms, {cases} cases, 0 mismatches",
         kinds.len()
     );
+}
+
+/// Run-ahead continues through consecutive region accesses: four accesses, one fault.
+#[test]
+fn run_ahead_continues_through_consecutive_region_accesses() {
+    let _serial = serial();
+    of::map_registers().unwrap();
+    // SAFETY: `Memory` only copies bytes and counts: async-signal-safe.
+    let region = unsafe {
+        Region::new_in_handler(
+            LEN,
+            Memory {
+                bytes: [0; LEN],
+                reads: 0,
+                writes: 0,
+            },
+        )
+    }
+    .unwrap();
+    let p = region.as_ptr();
+    let before = of::stats();
+    let got: u64;
+    // SAFETY: four accesses inside the region (offsets 0..24).
+    unsafe {
+        std::arch::asm!(
+            "mov qword ptr [{p}], 5",
+            "add qword ptr [{p}], 2",
+            "mov {t}, qword ptr [{p}]",
+            "mov qword ptr [{p} + 16], {t}",
+            p = in(reg) p,
+            t = out(reg) got,
+        );
+    }
+    let after = of::stats();
+    assert_eq!(got, 7);
+    assert_eq!(region.with_device(|d: &mut Memory| d.bytes[16]), 7);
+    let faults = after.faults_emulated - before.faults_emulated;
+    let ahead = after.runahead_instructions - before.runahead_instructions;
+    assert_eq!((faults, ahead), (1, 3), "faults and run-ahead instructions");
 }
