@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 /// Runs `scenario` (one of the `case_*` functions below) in a child process.
 fn child(test: &str, scenario: &str) -> Output {
+    // A child that did not recognise its scenario must not start children of its own.
+    assert!(
+        std::env::var_os("OF_SAFETY_CASE").is_none(),
+        "scenario {:?} is not handled by {test}",
+        std::env::var("OF_SAFETY_CASE")
+    );
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("OF_SAFETY_CASE", scenario)
@@ -243,6 +249,28 @@ fn fault_non_canonical() {
     };
 }
 
+/// Reads `addr` with rdx = the address of the faulting instruction.
+fn fault_at(addr: u64) {
+    // SAFETY: deliberately faults.
+    unsafe {
+        asm!(
+            "lea rdx, [rip + 2f]",
+            "2: mov rax, qword ptr [rcx]",
+            in("rcx") addr, out("rax") _, out("rdx") _,
+        )
+    };
+}
+
+/// A device that reads as zeros.
+struct Zeroes;
+
+impl of::region::Device for Zeroes {
+    fn read(&mut self, _: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&mut self, _: u64, _: &[u8]) {}
+}
+
 fn call_null() {
     // SAFETY: deliberately calls address 0 (a bug, not a register access).
     let f: extern "C" fn() = unsafe { std::mem::transmute(std::hint::black_box(0usize)) };
@@ -274,7 +302,36 @@ fn handler_installed_before_gets_every_fault_that_is_not_ours() {
     ) || scenario(
         "before_info_null",
         before_info(0, SEGV_MAPERR, true, call_null),
-    ) || scenario("before_plain", || {
+    ) || scenario("before_info_region", || {
+        // A trapped region changes nothing for faults outside it and the map: a fault on
+        // another inaccessible page reaches the handler installed before, untouched.
+        // SAFETY: an anonymous mapping with no access rights, of our own.
+        let guard = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as u64;
+        EXPECT_ADDR.store(guard + 8, Ordering::SeqCst);
+        EXPECT_CODE.store(2, Ordering::SeqCst); // SEGV_ACCERR
+        EXPECT_RIP_ZERO.store(false, Ordering::SeqCst);
+        install(info_handler as *const () as usize, true);
+        let mut r = of::map_registers().unwrap();
+        let region = of::region::Region::new(16, Zeroes).unwrap();
+        // SAFETY: an 8-byte read inside the region.
+        assert_eq!(
+            unsafe { (region.as_ptr() as *const u64).read_volatile() },
+            0
+        );
+        r.r8.store(1);
+        r.r8 += 1;
+        assert_eq!(r.r8.load(), 2);
+        fault_at(guard + 8);
+    }) || scenario("before_plain", || {
         install(plain_handler as *const () as usize, false);
         of::map_registers().unwrap();
         fault_0x800();
@@ -291,6 +348,7 @@ fn handler_installed_before_gets_every_fault_that_is_not_ours() {
     }
     for (s, code) in [
         ("before_info", 40),
+        ("before_info_region", 40),
         ("before_info_gp", 40),
         ("before_info_null", 40),
         ("before_plain", 42),
