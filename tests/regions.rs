@@ -26,8 +26,6 @@ use region_harness::*;
 /// from the same state; returns whether it ran (the moffs moves have no base register to
 /// point at either), or the differences.
 fn compare(
-    h: &Harness,
-    pro: usize,
     instr: &Instruction,
     r: &mut Rng,
     buf: &mut [u8; LEN],
@@ -35,8 +33,7 @@ fn compare(
 ) -> Result<bool, String> {
     let bytes0: Vec<u8> = (0..LEN).map(|_| r.next() as u8).collect();
     let state = random_block(r, 0);
-    let at = h.code_at(pro);
-    let Some(code) = encode(instr, at) else {
+    let Some(h) = Fixed::new(|site| encode(instr, site)) else {
         return Ok(false);
     };
     buf.copy_from_slice(&bytes0);
@@ -45,30 +42,10 @@ fn compare(
     native_in.gpr[15] = buf.as_mut_ptr() as u64;
     let mut region_in = state;
     region_in.gpr[15] = region.as_ptr() as u64;
-    let mut want = h.run(&code, &native_in);
-    let got = h.run(&code, &region_in);
-    want.gpr[15] = region_in.gpr[15];
-    let mut diffs = Vec::new();
-    for i in 0..16 {
-        if want.gpr[i] != got.gpr[i] && i != 4 {
-            diffs.push(format!("gpr{i} {:#x} vs {:#x}", want.gpr[i], got.gpr[i]));
-        }
-    }
-    if want.flags & FLAGS != got.flags & FLAGS {
-        diffs.push(format!(
-            "flags {:#x} vs {:#x}",
-            want.flags & FLAGS,
-            got.flags & FLAGS
-        ));
-    }
-    if want.xmm != got.xmm {
-        diffs.push(String::from("xmm registers differ"));
-    }
+    let want = h.call(&native_in);
+    let got = h.call(&region_in);
     let dev = region.with_device(|d: &mut Memory| d.bytes);
-    if dev[..] != buf[..] {
-        let first = (0..LEN).find(|&k| dev[k] != buf[k]).unwrap();
-        diffs.push(format!("memory differs first at {first:#x}"));
-    }
+    let diffs = differences(&want, &got, buf, &dev);
     if diffs.is_empty() {
         Ok(true)
     } else {
@@ -80,17 +57,7 @@ fn compare(
 fn instruction_forms_on_a_region_match_ordinary_memory() {
     let _serial = serial();
     of::map_registers().unwrap();
-    let region = Region::new(
-        LEN,
-        Memory {
-            bytes: [0; LEN],
-            reads: 0,
-            writes: 0,
-        },
-    )
-    .unwrap();
-    let h = Harness::new();
-    let pro = prologue_len(&h);
+    let region = Region::new(LEN, memory()).unwrap();
     let mut buf = Box::new([0u8; LEN]);
     let mut r = Rng(0x5EED_0015);
     let mut failures = Vec::new();
@@ -117,7 +84,7 @@ fn instruction_forms_on_a_region_match_ordinary_memory() {
             if std::env::var_os("OF_REGIONS_TRACE").is_some() {
                 eprintln!("{i}");
             }
-            match compare(&h, pro, &i, &mut r, &mut buf, &region) {
+            match compare(&i, &mut r, &mut buf, &region) {
                 Ok(ran) => cases += u64::from(ran),
                 Err(e) => {
                     cases += 1;
@@ -145,17 +112,7 @@ fn instruction_forms_on_a_region_match_ordinary_memory() {
 fn string_instructions_on_a_region_match_ordinary_memory() {
     let _serial = serial();
     of::map_registers().unwrap();
-    let region = Region::new(
-        LEN,
-        Memory {
-            bytes: [0; LEN],
-            reads: 0,
-            writes: 0,
-        },
-    )
-    .unwrap();
-    let h = Harness::new();
-    let pro = prologue_len(&h);
+    let region = Region::new(LEN, memory()).unwrap();
     let mut buf = Box::new([0u8; LEN]);
     let mut other = Box::new([0u8; LEN]);
     let mut r = Rng(0x57A1_0015);
@@ -198,7 +155,7 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
                 _ => Instruction::with_scasq(64, rep),
             }
             .unwrap();
-            let Some(code) = encode(&i, h.code_at(pro)) else {
+            let Some(h) = Fixed::new(|site| encode(&i, site)) else {
                 continue;
             };
             let bytes0: Vec<u8> = (0..LEN).map(|_| r.next() as u8).collect();
@@ -239,10 +196,10 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
             region_in.gpr[6] = src_r;
             region_in.gpr[7] = dst_r;
             // The ordinary side must start equal in both runs.
-            let want = h.run(&code, &native_in);
+            let want = h.call(&native_in);
             let other_after_native: Vec<u8> = other.to_vec();
             other.copy_from_slice(&bytes1);
-            let got = h.run(&code, &region_in);
+            let got = h.call(&region_in);
             cases += 1;
             let mut diffs = Vec::new();
             for g in [0usize, 1, 2, 3, 5, 8, 9, 10, 11, 12, 13, 14] {
@@ -300,17 +257,7 @@ fn string_instructions_on_a_region_match_ordinary_memory() {
 fn threads_hammering_a_region_with_lock_add_get_exact_totals() {
     let _serial = serial();
     of::map_registers().unwrap();
-    let region = std::sync::Arc::new(
-        Region::new(
-            64,
-            Memory {
-                bytes: [0; LEN],
-                reads: 0,
-                writes: 0,
-            },
-        )
-        .unwrap(),
-    );
+    let region = std::sync::Arc::new(Region::new(64, memory()).unwrap());
     const THREADS: u64 = 8;
     const EACH: u64 = 2_000;
     let done = std::sync::Arc::new(AtomicU64::new(0));
@@ -404,15 +351,7 @@ fn wide_vector_accesses_on_a_region_match_ordinary_memory() {
         eprintln!("no AVX on this CPU: nothing to test");
         return;
     }
-    let region = Region::new(
-        LEN,
-        Memory {
-            bytes: [0; LEN],
-            reads: 0,
-            writes: 0,
-        },
-    )
-    .unwrap();
+    let region = Region::new(LEN, memory()).unwrap();
     let mut buf = Box::new([0u8; LEN]);
     let mut r = Rng(0x0256_0512);
     let kinds: &[&str] = if avx512 {
@@ -494,17 +433,7 @@ fn run_ahead_continues_through_consecutive_region_accesses() {
     let _serial = serial();
     of::map_registers().unwrap();
     // SAFETY: `Memory` only copies bytes and counts: async-signal-safe.
-    let region = unsafe {
-        Region::new_in_handler(
-            LEN,
-            Memory {
-                bytes: [0; LEN],
-                reads: 0,
-                writes: 0,
-            },
-        )
-    }
-    .unwrap();
+    let region = unsafe { Region::new_in_handler(LEN, memory()) }.unwrap();
     let p = region.as_ptr();
     let before = of::stats();
     let got: u64;

@@ -20,38 +20,6 @@ use region_harness::*;
 /// Random states per form: two to learn the site, the rest through the patch.
 const STATES: usize = 5;
 
-fn memory() -> Memory {
-    Memory {
-        bytes: [0; LEN],
-        reads: 0,
-        writes: 0,
-    }
-}
-
-fn differences(want: &Block, got: &Block, buf: &[u8; LEN], dev: &[u8; LEN]) -> Vec<String> {
-    let mut diffs = Vec::new();
-    for i in 0..16 {
-        if want.gpr[i] != got.gpr[i] && i != 4 && i != 15 {
-            diffs.push(format!("gpr{i} {:#x} vs {:#x}", want.gpr[i], got.gpr[i]));
-        }
-    }
-    if want.flags & FLAGS != got.flags & FLAGS {
-        diffs.push(format!(
-            "flags {:#x} vs {:#x}",
-            want.flags & FLAGS,
-            got.flags & FLAGS
-        ));
-    }
-    if want.xmm != got.xmm {
-        diffs.push(String::from("xmm registers differ"));
-    }
-    if dev[..] != buf[..] {
-        let first = (0..LEN).find(|&k| dev[k] != buf[k]).unwrap();
-        diffs.push(format!("memory differs first at {first:#x}"));
-    }
-    diffs
-}
-
 #[test]
 fn patched_region_sites_match_ordinary_memory() {
     of::map_registers().unwrap();

@@ -81,6 +81,9 @@ pub mod diag;
 pub mod emulate;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod icache;
+// futex(2) wait and wake, for the patcher thread and trapped regions.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod futex;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod machine;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

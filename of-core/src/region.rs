@@ -121,43 +121,6 @@ static BUS: AtomicU32 = AtomicU32::new(0);
 /// The bus holder's thread ([`this_thread`]; 0: none), for re-entrance.
 static BUS_OWNER: AtomicU64 = AtomicU64::new(0);
 
-fn futex_wait(word: &AtomicU32, seen: u32) {
-    // SAFETY: FUTEX_WAIT on a word of ours; returns on a wake, a change or a signal.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a word of ours; async-signal-safe.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
-}
-
-fn futex_wake_one(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a word of ours; async-signal-safe.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
-}
-
 /// The calling thread's identity without a system call: its thread pointer (`pthread_self`,
 /// which reads `fs:0` on x86-64 glibc and musl).
 fn this_thread() -> u64 {
@@ -235,7 +198,7 @@ pub fn unregister(index: usize) {
     unlock_bus();
     slot.mailbox.stop.store(true, Ordering::Release);
     slot.mailbox.request.fetch_add(1, Ordering::AcqRel);
-    futex_wake(&slot.mailbox.request);
+    crate::futex::wake_all(&slot.mailbox.request);
 }
 
 /// The region holding all of `addr..addr + len`, as (index, offset of `addr`).
@@ -292,7 +255,7 @@ pub(crate) fn lock_bus() -> bool {
     {
         // Contended: mark the bus as having waiters and sleep until it is free.
         while BUS.swap(2, Ordering::Acquire) != 0 {
-            futex_wait(&BUS, 2);
+            crate::futex::wait(&BUS, 2);
         }
     }
     BUS_OWNER.store(me, Ordering::Relaxed);
@@ -303,7 +266,7 @@ pub(crate) fn lock_bus() -> bool {
 pub(crate) fn unlock_bus() {
     BUS_OWNER.store(0, Ordering::Relaxed);
     if BUS.swap(0, Ordering::Release) == 2 {
-        futex_wake_one(&BUS);
+        crate::futex::wake(&BUS, 1);
     }
 }
 
@@ -417,7 +380,7 @@ fn access(
     // stores, then loads what the other stored: neither sleeps through the other's bump).
     mb.request.fetch_add(1, Ordering::SeqCst);
     if mb.server_sleeping.load(Ordering::SeqCst) {
-        futex_wake(&mb.request);
+        crate::futex::wake_all(&mb.request);
     }
     let mut spins = if SPIN.load(Ordering::Relaxed) {
         CLIENT_SPINS
@@ -432,7 +395,7 @@ fn access(
         }
         mb.client_sleeping.store(true, Ordering::SeqCst);
         if mb.answer.load(Ordering::SeqCst) == seen {
-            futex_wait(&mb.answer, seen);
+            crate::futex::wait(&mb.answer, seen);
         }
         mb.client_sleeping.store(false, Ordering::Relaxed);
     }
@@ -470,7 +433,7 @@ pub fn serve(index: usize) {
             // SeqCst: see `access`.
             mb.server_sleeping.store(true, Ordering::SeqCst);
             if mb.request.load(Ordering::SeqCst) == seen {
-                futex_wait(&mb.request, now);
+                crate::futex::wait(&mb.request, now);
             }
             mb.server_sleeping.store(false, Ordering::Relaxed);
             continue;
@@ -503,7 +466,7 @@ pub fn serve(index: usize) {
         }
         mb.answer.fetch_add(1, Ordering::SeqCst);
         if mb.client_sleeping.load(Ordering::SeqCst) {
-            futex_wake(&mb.answer);
+            crate::futex::wake_all(&mb.answer);
         }
     }
 }

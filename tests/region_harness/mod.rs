@@ -41,132 +41,6 @@ pub struct Block {
 
 pub const FLAGS: u64 = 0x8D5 | 0x400;
 
-/// An executable page holding `entry(block_in, block_out)` around one instruction.
-pub struct Harness {
-    pub page: *mut u8,
-}
-
-impl Harness {
-    pub fn new() -> Harness {
-        // SAFETY: an anonymous private mapping of our own.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        Harness { page: page.cast() }
-    }
-
-    /// Runs `instr` (encoded for this page) from `input`; returns the state after it.
-    pub fn run(&self, instr: &[u8], input: &Block) -> Block {
-        let at = self.page as u64;
-        let mut out = *input;
-        let mut a = CodeAssembler::new(64).unwrap();
-        let gprs = [
-            rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
-        ];
-        let xmms = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ];
-        let inp = input as *const Block as u64;
-        let outp = &mut out as *mut Block as u64;
-        // Save the callee-saved registers, load every register but rsp from `input`.
-        for r in [rbx, rbp, r12, r13, r14, r15] {
-            a.push(r).unwrap();
-        }
-        a.mov(rax, inp).unwrap();
-        for (i, x) in xmms.iter().enumerate() {
-            a.movdqu(*x, xmmword_ptr(rax + 128 + 8 + 16 * i as i32))
-                .unwrap();
-        }
-        a.push(qword_ptr(rax + 128)).unwrap();
-        a.popfq().unwrap();
-        for (i, r) in gprs.iter().enumerate().rev() {
-            if i != 4 {
-                a.mov(*r, qword_ptr(rax + 8 * i as i32)).unwrap();
-            }
-        }
-        let before = a.assemble(at).unwrap();
-        let mut b = CodeAssembler::new(64).unwrap();
-        // After the instruction: store every register but rsp to `out`.
-        b.push(rax).unwrap();
-        b.mov(rax, outp).unwrap();
-        for (i, r) in gprs.iter().enumerate() {
-            if i != 0 && i != 4 {
-                b.mov(qword_ptr(rax + 8 * i as i32), *r).unwrap();
-            }
-        }
-        b.pop(rcx).unwrap();
-        b.mov(qword_ptr(rax), rcx).unwrap();
-        b.pushfq().unwrap();
-        b.pop(rcx).unwrap();
-        b.mov(qword_ptr(rax + 128), rcx).unwrap();
-        for (i, x) in xmms.iter().enumerate() {
-            b.movdqu(xmmword_ptr(rax + 128 + 8 + 16 * i as i32), *x)
-                .unwrap();
-        }
-        b.cld().unwrap();
-        for r in [r15, r14, r13, r12, rbp, rbx] {
-            b.pop(r).unwrap();
-        }
-        b.ret().unwrap();
-        let after_at = at + (before.len() + instr.len()) as u64;
-        let after = b.assemble(after_at).unwrap();
-        // SAFETY: the page is ours and large enough (checked).
-        unsafe {
-            let mut p = self.page;
-            assert!(before.len() + instr.len() + after.len() <= 4096);
-            for part in [&before[..], instr, &after[..]] {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), p, part.len());
-                p = p.add(part.len());
-            }
-            let f: extern "sysv64" fn() = std::mem::transmute(self.page);
-            f();
-        }
-        out
-    }
-
-    pub fn code_at(&self, before_len: usize) -> u64 {
-        self.page as u64 + before_len as u64
-    }
-}
-
-/// The length of the harness's code before the instruction (for encoding it at its address).
-pub fn prologue_len(h: &Harness) -> usize {
-    // Assemble the same prologue once and measure it.
-    let mut a = CodeAssembler::new(64).unwrap();
-    let gprs = [
-        rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
-    ];
-    for r in [rbx, rbp, r12, r13, r14, r15] {
-        a.push(r).unwrap();
-    }
-    a.mov(rax, 0x1122_3344_5566_7788u64).unwrap();
-    for i in 0..16 {
-        let x = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ][i];
-        a.movdqu(x, xmmword_ptr(rax + 128 + 8 + 16 * i as i32))
-            .unwrap();
-    }
-    a.push(qword_ptr(rax + 128)).unwrap();
-    a.popfq().unwrap();
-    for (i, r) in gprs.iter().enumerate().rev() {
-        if i != 4 {
-            a.mov(*r, qword_ptr(rax + 8 * i as i32)).unwrap();
-        }
-    }
-    a.assemble(h.page as u64).unwrap().len()
-}
-
 pub struct Rng(pub u64);
 impl Rng {
     pub fn next(&mut self) -> u64 {
@@ -422,4 +296,40 @@ impl Drop for Fixed {
         // SAFETY: our mapping.
         unsafe { libc::munmap(self.page.cast(), 4096) };
     }
+}
+
+/// A fresh plain-memory device.
+pub fn memory() -> Memory {
+    Memory {
+        bytes: [0; LEN],
+        reads: 0,
+        writes: 0,
+    }
+}
+
+/// What differs between the run on ordinary memory (`want`, `buf`) and the run on the region
+/// (`got`, the device's bytes `dev`): registers but rsp and r15 (the operand's base), status
+/// flags and DF, xmm registers, memory.
+pub fn differences(want: &Block, got: &Block, buf: &[u8; LEN], dev: &[u8; LEN]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for i in 0..16 {
+        if want.gpr[i] != got.gpr[i] && i != 4 && i != 15 {
+            diffs.push(format!("gpr{i} {:#x} vs {:#x}", want.gpr[i], got.gpr[i]));
+        }
+    }
+    if want.flags & FLAGS != got.flags & FLAGS {
+        diffs.push(format!(
+            "flags {:#x} vs {:#x}",
+            want.flags & FLAGS,
+            got.flags & FLAGS
+        ));
+    }
+    if want.xmm != got.xmm {
+        diffs.push(String::from("xmm registers differ"));
+    }
+    if dev[..] != buf[..] {
+        let first = (0..LEN).find(|&k| dev[k] != buf[k]).unwrap();
+        diffs.push(format!("memory differs first at {first:#x}"));
+    }
+    diffs
 }

@@ -25,31 +25,6 @@ fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-fn futex_wait(word: &AtomicU32, seen: u32) {
-    // SAFETY: FUTEX_WAIT on a word we own; returns when woken, on a value change or a signal.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a word we own; async-signal-safe.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
-}
-
 /// Whether the patcher thread runs in this process.
 pub fn alive_here() -> bool {
     PID.load(Ordering::Acquire) == getpid()
@@ -93,7 +68,7 @@ pub fn push(index: u32) -> bool {
         {
             QUEUE[(t % QUEUE_LEN) as usize].store(index + 1, Ordering::Release);
             WORK.fetch_add(1, Ordering::Release);
-            futex_wake(&WORK);
+            crate::futex::wake_all(&WORK);
             return true;
         }
     }
@@ -110,7 +85,7 @@ pub fn flush() {
         if HEAD.load(Ordering::Acquire).wrapping_sub(target) as i32 >= 0 {
             return;
         }
-        futex_wait(&DONE, done);
+        crate::futex::wait(&DONE, done);
     }
 }
 
@@ -131,13 +106,13 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             0
         };
         if v == 0 {
-            futex_wait(&WORK, seen);
+            crate::futex::wait(&WORK, seen);
             continue;
         }
         process(&mut pool, (v - 1) as usize);
         HEAD.store(h.wrapping_add(1), Ordering::Release);
         DONE.fetch_add(1, Ordering::Release);
-        futex_wake(&DONE);
+        crate::futex::wake_all(&DONE);
     }
 }
 
