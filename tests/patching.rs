@@ -166,14 +166,22 @@ fn a_timer_storm_inside_generated_code_changes_nothing() {
         libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut());
     }
     let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..4u64)
         .map(|t| {
+            let (stop, done) = (stop.clone(), done.clone());
             std::thread::spawn(move || {
                 of::map_registers().unwrap();
                 for round in 0..50u64 {
                     let start = (t << 40) | (round << 20);
                     let (r11, _) = storm_site_loop(100_000, start);
                     assert_eq!(r11, start + 100_000, "thread {t} round {round}");
+                }
+                // Stay alive until the storm is over: pthread_kill on a thread that has
+                // exited (and been joined) is undefined.
+                done.fetch_add(1, Ordering::Release);
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             })
         })
@@ -182,20 +190,24 @@ fn a_timer_storm_inside_generated_code_changes_nothing() {
     let storm = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Acquire) {
                 for &t in &targets {
-                    // SAFETY: the targets are live until `stop` is set (joined afterwards).
+                    // SAFETY: the targets are live until `stop` is set (they wait for it).
                     unsafe { libc::pthread_kill(t, libc::SIGPROF) };
                 }
                 std::thread::sleep(std::time::Duration::from_micros(20));
             }
         })
     };
+    // A worker that panicked ends early: then stop the storm at once and report the panic.
+    while done.load(Ordering::Acquire) < 4 && !workers.iter().any(|w| w.is_finished()) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Release);
+    storm.join().unwrap();
     for w in workers {
         w.join().unwrap();
     }
-    stop.store(true, Ordering::Relaxed);
-    storm.join().unwrap();
     of::engine::patch::flush();
     let (all, inside) = (
         SIGNALS.load(Ordering::Relaxed),
