@@ -84,421 +84,109 @@ unsafe fn run_vector(regs: &mut HostRegs, v: &mut VectorRegs, w: Width) {
     }
 }
 
-/// The AVX trampoline: ymm0..ymm15 (bytes 0..32 of `v.zmm[0..16]`) and MXCSR.
-///
-/// # Safety
-/// As [`run_vector`] with AVX.
-unsafe fn run_avx(regs: &mut HostRegs, v: &mut VectorRegs) {
-    // SAFETY: as in `super::run`; every vector register is declared clobbered through
-    // clobber_abi("C"), and the host's MXCSR is restored before leaving.
-    unsafe {
-        asm!(
-            // rdi = &HostRegs, rsi = &VectorRegs.
-            "push rbp",                      // save host rbp
-            "push rbx",                      // save host rbx
-            "push rsi",                      // [rsp] = &VectorRegs, needed afterwards
-            "stmxcsr [rsi + 2116]",          // save the host's MXCSR
-            "ldmxcsr [rsi + 2112]",          // MXCSR = guest's (exceptions masked by the caller)
-            // ymm0..ymm15 = guest ymm0..ymm15 (zmm slots are 64 bytes apart)
-            "vmovdqu ymm0, [rsi + 0]",
-            "vmovdqu ymm1, [rsi + 64]",
-            "vmovdqu ymm2, [rsi + 128]",
-            "vmovdqu ymm3, [rsi + 192]",
-            "vmovdqu ymm4, [rsi + 256]",
-            "vmovdqu ymm5, [rsi + 320]",
-            "vmovdqu ymm6, [rsi + 384]",
-            "vmovdqu ymm7, [rsi + 448]",
-            "vmovdqu ymm8, [rsi + 512]",
-            "vmovdqu ymm9, [rsi + 576]",
-            "vmovdqu ymm10, [rsi + 640]",
-            "vmovdqu ymm11, [rsi + 704]",
-            "vmovdqu ymm12, [rsi + 768]",
-            "vmovdqu ymm13, [rsi + 832]",
-            "vmovdqu ymm14, [rsi + 896]",
-            "vmovdqu ymm15, [rsi + 960]",
-            "push rdi",                      // [rsp] = &HostRegs
-            "push qword ptr [rdi + 136]",    // [rsp] = code slot address
-            "push qword ptr [rdi + 128]",    // guest status flags and DF
-            "popfq",                         // rflags = guest status flags and DF
-            "mov rax, [rdi + 0]",            // guest GPRs, as in `run`
-            "mov rcx, [rdi + 8]",
-            "mov rdx, [rdi + 16]",
-            "mov rbx, [rdi + 24]",
-            "mov rbp, [rdi + 40]",
-            "mov rsi, [rdi + 48]",
-            "mov r8, [rdi + 64]",
-            "mov r9, [rdi + 72]",
-            "mov r10, [rdi + 80]",
-            "mov r11, [rdi + 88]",
-            "mov r12, [rdi + 96]",
-            "mov r13, [rdi + 104]",
-            "mov r14, [rdi + 112]",
-            "mov r15, [rdi + 120]",
-            "mov rdi, [rdi + 56]",           // guest rdi last
-            "call qword ptr [rsp]",          // run `instruction; ret`
-            "pushfq",                        // [rsp] = flags, [rsp+8] = code, [rsp+16] = HostRegs
-            "xchg rdi, [rsp + 16]",          // rdi = &HostRegs, [rsp+16] = guest rdi out
-            "mov [rdi + 0], rax",            // store guest GPRs but rsp and rdi
-            "mov [rdi + 8], rcx",
-            "mov [rdi + 16], rdx",
-            "mov [rdi + 24], rbx",
-            "mov [rdi + 40], rbp",
-            "mov [rdi + 48], rsi",
-            "mov [rdi + 64], r8",
-            "mov [rdi + 72], r9",
-            "mov [rdi + 80], r10",
-            "mov [rdi + 88], r11",
-            "mov [rdi + 96], r12",
-            "mov [rdi + 104], r13",
-            "mov [rdi + 112], r14",
-            "mov [rdi + 120], r15",
-            "pop rax",                       // flags out
-            "mov [rdi + 128], rax",
-            "pop rax",                       // drop the code address
-            "pop rax",                       // guest rdi out
-            "mov [rdi + 56], rax",
-            "pop rsi",                       // rsi = &VectorRegs
-            // guest ymm0..ymm15 out
-            "vmovdqu [rsi + 0], ymm0",
-            "vmovdqu [rsi + 64], ymm1",
-            "vmovdqu [rsi + 128], ymm2",
-            "vmovdqu [rsi + 192], ymm3",
-            "vmovdqu [rsi + 256], ymm4",
-            "vmovdqu [rsi + 320], ymm5",
-            "vmovdqu [rsi + 384], ymm6",
-            "vmovdqu [rsi + 448], ymm7",
-            "vmovdqu [rsi + 512], ymm8",
-            "vmovdqu [rsi + 576], ymm9",
-            "vmovdqu [rsi + 640], ymm10",
-            "vmovdqu [rsi + 704], ymm11",
-            "vmovdqu [rsi + 768], ymm12",
-            "vmovdqu [rsi + 832], ymm13",
-            "vmovdqu [rsi + 896], ymm14",
-            "vmovdqu [rsi + 960], ymm15",
-            "stmxcsr [rsi + 2112]",          // guest MXCSR out (sticky exception flags)
-            "ldmxcsr [rsi + 2116]",          // restore the host's MXCSR
-            "vzeroupper",                    // leave no dirty upper state to SSE code
-            "cld",                           // the ABI requires DF clear
-            "pop rbx",                       // restore host rbx
-            "pop rbp",                       // restore host rbp
-            inout("rdi") regs as *mut HostRegs => _,
-            inout("rsi") v as *mut VectorRegs => _,
-            out("rax") _, out("rcx") _, out("rdx") _,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-            clobber_abi("C"),
-        );
-    }
+/// One trampoline: `$load` puts the guest's vector registers (at `rsi`, the [`VectorRegs`]) in
+/// place, `$store` takes them back; around them the same sequence for every width.
+macro_rules! trampoline {
+    ($(#[$doc:meta])* $name:ident, [$($load:literal),*], [$($store:literal),*]) => {
+        $(#[$doc])*
+        unsafe fn $name(regs: &mut HostRegs, v: &mut VectorRegs) {
+            // SAFETY: as in `super::run`; every vector and opmask register is caller-saved and
+            // declared clobbered through clobber_abi("C") (code compiled without AVX-512 keeps
+            // nothing in zmm16..31, k0..7 or bits 256..512 of zmm0..15), and the host's MXCSR
+            // is restored before leaving.
+            unsafe {
+                asm!(
+                    // rdi = &HostRegs, rsi = &VectorRegs.
+                    "push rbp",                   // save host rbp
+                    "push rbx",                   // save host rbx
+                    "push rsi",                   // [rsp] = &VectorRegs, needed afterwards
+                    "stmxcsr [rsi + 2116]",       // save the host's MXCSR
+                    "ldmxcsr [rsi + 2112]",       // MXCSR = guest's (exceptions masked by the caller)
+                    $($load,)*                    // the guest's vector registers (64-byte slots)
+                    "push rdi",                   // [rsp] = &HostRegs
+                    "push qword ptr [rdi + 136]", // [rsp] = code slot address
+                    "push qword ptr [rdi + 128]", // guest status flags and DF
+                    "popfq",                      // rflags = guest status flags and DF
+                    "mov rax, [rdi + 0]",         // guest GPRs, as in `run`
+                    "mov rcx, [rdi + 8]",
+                    "mov rdx, [rdi + 16]",
+                    "mov rbx, [rdi + 24]",
+                    "mov rbp, [rdi + 40]",
+                    "mov rsi, [rdi + 48]",
+                    "mov r8, [rdi + 64]",
+                    "mov r9, [rdi + 72]",
+                    "mov r10, [rdi + 80]",
+                    "mov r11, [rdi + 88]",
+                    "mov r12, [rdi + 96]",
+                    "mov r13, [rdi + 104]",
+                    "mov r14, [rdi + 112]",
+                    "mov r15, [rdi + 120]",
+                    "mov rdi, [rdi + 56]",        // guest rdi last
+                    "call qword ptr [rsp]",       // run `instruction; ret`
+                    "pushfq",                     // [rsp] = flags, [rsp+8] = code, [rsp+16] = HostRegs
+                    "xchg rdi, [rsp + 16]",       // rdi = &HostRegs, [rsp+16] = guest rdi out
+                    "mov [rdi + 0], rax",         // store guest GPRs but rsp and rdi
+                    "mov [rdi + 8], rcx",
+                    "mov [rdi + 16], rdx",
+                    "mov [rdi + 24], rbx",
+                    "mov [rdi + 40], rbp",
+                    "mov [rdi + 48], rsi",
+                    "mov [rdi + 64], r8",
+                    "mov [rdi + 72], r9",
+                    "mov [rdi + 80], r10",
+                    "mov [rdi + 88], r11",
+                    "mov [rdi + 96], r12",
+                    "mov [rdi + 104], r13",
+                    "mov [rdi + 112], r14",
+                    "mov [rdi + 120], r15",
+                    "pop rax",                    // flags out
+                    "mov [rdi + 128], rax",
+                    "pop rax",                    // drop the code address
+                    "pop rax",                    // guest rdi out
+                    "mov [rdi + 56], rax",
+                    "pop rsi",                    // rsi = &VectorRegs
+                    $($store,)*                   // the guest's vector registers out
+                    "stmxcsr [rsi + 2112]",       // guest MXCSR out (sticky exception flags)
+                    "ldmxcsr [rsi + 2116]",       // restore the host's MXCSR
+                    "vzeroupper",                 // leave no dirty upper state to SSE code
+                    "cld",                        // the ABI requires DF clear
+                    "pop rbx",                    // restore host rbx
+                    "pop rbp",                    // restore host rbp
+                    inout("rdi") regs as *mut HostRegs => _,
+                    inout("rsi") v as *mut VectorRegs => _,
+                    out("rax") _, out("rcx") _, out("rdx") _,
+                    out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                    out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                    clobber_abi("C"),
+                );
+            }
+        }
+    };
 }
 
-/// The AVX-512 trampoline with 16-bit opmask moves (`kmovw`: AVX512F without AVX512BW).
-///
-/// # Safety
-/// As [`run_vector`] with AVX-512 enabled.
-unsafe fn run_avx512f(regs: &mut HostRegs, v: &mut VectorRegs) {
-    // SAFETY: as in `run_avx`; zmm16..31 and k0..7 are caller-saved (clobber_abi("C")), and
-    // code compiled without AVX-512 keeps nothing in them or in bits 256..512 of zmm0..15.
-    unsafe {
-        asm!(
-            // rdi = &HostRegs, rsi = &VectorRegs.
-            "push rbp",                      // save host rbp
-            "push rbx",                      // save host rbx
-            "push rsi",                      // [rsp] = &VectorRegs, needed afterwards
-            "stmxcsr [rsi + 2116]",          // save the host's MXCSR
-            "ldmxcsr [rsi + 2112]",          // MXCSR = guest's (exceptions masked by the caller)
-            // zmm0..zmm31 = guest zmm0..zmm31, k0..k7 = guest k0..k7 (low 16 bits)
-            "vmovdqu64 zmm0, [rsi + 0]",
-            "vmovdqu64 zmm1, [rsi + 64]",
-            "vmovdqu64 zmm2, [rsi + 128]",
-            "vmovdqu64 zmm3, [rsi + 192]",
-            "vmovdqu64 zmm4, [rsi + 256]",
-            "vmovdqu64 zmm5, [rsi + 320]",
-            "vmovdqu64 zmm6, [rsi + 384]",
-            "vmovdqu64 zmm7, [rsi + 448]",
-            "vmovdqu64 zmm8, [rsi + 512]",
-            "vmovdqu64 zmm9, [rsi + 576]",
-            "vmovdqu64 zmm10, [rsi + 640]",
-            "vmovdqu64 zmm11, [rsi + 704]",
-            "vmovdqu64 zmm12, [rsi + 768]",
-            "vmovdqu64 zmm13, [rsi + 832]",
-            "vmovdqu64 zmm14, [rsi + 896]",
-            "vmovdqu64 zmm15, [rsi + 960]",
-            "vmovdqu64 zmm16, [rsi + 1024]",
-            "vmovdqu64 zmm17, [rsi + 1088]",
-            "vmovdqu64 zmm18, [rsi + 1152]",
-            "vmovdqu64 zmm19, [rsi + 1216]",
-            "vmovdqu64 zmm20, [rsi + 1280]",
-            "vmovdqu64 zmm21, [rsi + 1344]",
-            "vmovdqu64 zmm22, [rsi + 1408]",
-            "vmovdqu64 zmm23, [rsi + 1472]",
-            "vmovdqu64 zmm24, [rsi + 1536]",
-            "vmovdqu64 zmm25, [rsi + 1600]",
-            "vmovdqu64 zmm26, [rsi + 1664]",
-            "vmovdqu64 zmm27, [rsi + 1728]",
-            "vmovdqu64 zmm28, [rsi + 1792]",
-            "vmovdqu64 zmm29, [rsi + 1856]",
-            "vmovdqu64 zmm30, [rsi + 1920]",
-            "vmovdqu64 zmm31, [rsi + 1984]",
-            "kmovw k0, [rsi + 2048]",
-            "kmovw k1, [rsi + 2056]",
-            "kmovw k2, [rsi + 2064]",
-            "kmovw k3, [rsi + 2072]",
-            "kmovw k4, [rsi + 2080]",
-            "kmovw k5, [rsi + 2088]",
-            "kmovw k6, [rsi + 2096]",
-            "kmovw k7, [rsi + 2104]",
-            "push rdi",                      // [rsp] = &HostRegs
-            "push qword ptr [rdi + 136]",    // [rsp] = code slot address
-            "push qword ptr [rdi + 128]",    // guest status flags and DF
-            "popfq",                         // rflags = guest status flags and DF
-            "mov rax, [rdi + 0]",            // guest GPRs, as in `run`
-            "mov rcx, [rdi + 8]",
-            "mov rdx, [rdi + 16]",
-            "mov rbx, [rdi + 24]",
-            "mov rbp, [rdi + 40]",
-            "mov rsi, [rdi + 48]",
-            "mov r8, [rdi + 64]",
-            "mov r9, [rdi + 72]",
-            "mov r10, [rdi + 80]",
-            "mov r11, [rdi + 88]",
-            "mov r12, [rdi + 96]",
-            "mov r13, [rdi + 104]",
-            "mov r14, [rdi + 112]",
-            "mov r15, [rdi + 120]",
-            "mov rdi, [rdi + 56]",           // guest rdi last
-            "call qword ptr [rsp]",          // run `instruction; ret`
-            "pushfq",                        // [rsp] = flags, [rsp+8] = code, [rsp+16] = HostRegs
-            "xchg rdi, [rsp + 16]",          // rdi = &HostRegs, [rsp+16] = guest rdi out
-            "mov [rdi + 0], rax",            // store guest GPRs but rsp and rdi
-            "mov [rdi + 8], rcx",
-            "mov [rdi + 16], rdx",
-            "mov [rdi + 24], rbx",
-            "mov [rdi + 40], rbp",
-            "mov [rdi + 48], rsi",
-            "mov [rdi + 64], r8",
-            "mov [rdi + 72], r9",
-            "mov [rdi + 80], r10",
-            "mov [rdi + 88], r11",
-            "mov [rdi + 96], r12",
-            "mov [rdi + 104], r13",
-            "mov [rdi + 112], r14",
-            "mov [rdi + 120], r15",
-            "pop rax",                       // flags out
-            "mov [rdi + 128], rax",
-            "pop rax",                       // drop the code address
-            "pop rax",                       // guest rdi out
-            "mov [rdi + 56], rax",
-            "pop rsi",                       // rsi = &VectorRegs
-            // guest zmm0..zmm31 and k0..k7 out
-            "vmovdqu64 [rsi + 0], zmm0",
-            "vmovdqu64 [rsi + 64], zmm1",
-            "vmovdqu64 [rsi + 128], zmm2",
-            "vmovdqu64 [rsi + 192], zmm3",
-            "vmovdqu64 [rsi + 256], zmm4",
-            "vmovdqu64 [rsi + 320], zmm5",
-            "vmovdqu64 [rsi + 384], zmm6",
-            "vmovdqu64 [rsi + 448], zmm7",
-            "vmovdqu64 [rsi + 512], zmm8",
-            "vmovdqu64 [rsi + 576], zmm9",
-            "vmovdqu64 [rsi + 640], zmm10",
-            "vmovdqu64 [rsi + 704], zmm11",
-            "vmovdqu64 [rsi + 768], zmm12",
-            "vmovdqu64 [rsi + 832], zmm13",
-            "vmovdqu64 [rsi + 896], zmm14",
-            "vmovdqu64 [rsi + 960], zmm15",
-            "vmovdqu64 [rsi + 1024], zmm16",
-            "vmovdqu64 [rsi + 1088], zmm17",
-            "vmovdqu64 [rsi + 1152], zmm18",
-            "vmovdqu64 [rsi + 1216], zmm19",
-            "vmovdqu64 [rsi + 1280], zmm20",
-            "vmovdqu64 [rsi + 1344], zmm21",
-            "vmovdqu64 [rsi + 1408], zmm22",
-            "vmovdqu64 [rsi + 1472], zmm23",
-            "vmovdqu64 [rsi + 1536], zmm24",
-            "vmovdqu64 [rsi + 1600], zmm25",
-            "vmovdqu64 [rsi + 1664], zmm26",
-            "vmovdqu64 [rsi + 1728], zmm27",
-            "vmovdqu64 [rsi + 1792], zmm28",
-            "vmovdqu64 [rsi + 1856], zmm29",
-            "vmovdqu64 [rsi + 1920], zmm30",
-            "vmovdqu64 [rsi + 1984], zmm31",
-            "kmovw [rsi + 2048], k0",
-            "kmovw [rsi + 2056], k1",
-            "kmovw [rsi + 2064], k2",
-            "kmovw [rsi + 2072], k3",
-            "kmovw [rsi + 2080], k4",
-            "kmovw [rsi + 2088], k5",
-            "kmovw [rsi + 2096], k6",
-            "kmovw [rsi + 2104], k7",
-            "stmxcsr [rsi + 2112]",          // guest MXCSR out (sticky exception flags)
-            "ldmxcsr [rsi + 2116]",          // restore the host's MXCSR
-            "vzeroupper",                    // leave no dirty upper state to SSE code
-            "cld",                           // the ABI requires DF clear
-            "pop rbx",                       // restore host rbx
-            "pop rbp",                       // restore host rbp
-            inout("rdi") regs as *mut HostRegs => _,
-            inout("rsi") v as *mut VectorRegs => _,
-            out("rax") _, out("rcx") _, out("rdx") _,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-            clobber_abi("C"),
-        );
-    }
-}
+trampoline!(
+    /// The AVX trampoline: ymm0..ymm15 (bytes 0..32 of `v.zmm[0..16]`) and MXCSR.
+    ///
+    /// # Safety
+    /// As [`run_vector`] with AVX.
+    run_avx, ["vmovdqu ymm0, [rsi + 0]", "vmovdqu ymm1, [rsi + 64]", "vmovdqu ymm2, [rsi + 128]", "vmovdqu ymm3, [rsi + 192]", "vmovdqu ymm4, [rsi + 256]", "vmovdqu ymm5, [rsi + 320]", "vmovdqu ymm6, [rsi + 384]", "vmovdqu ymm7, [rsi + 448]", "vmovdqu ymm8, [rsi + 512]", "vmovdqu ymm9, [rsi + 576]", "vmovdqu ymm10, [rsi + 640]", "vmovdqu ymm11, [rsi + 704]", "vmovdqu ymm12, [rsi + 768]", "vmovdqu ymm13, [rsi + 832]", "vmovdqu ymm14, [rsi + 896]", "vmovdqu ymm15, [rsi + 960]"], ["vmovdqu [rsi + 0], ymm0", "vmovdqu [rsi + 64], ymm1", "vmovdqu [rsi + 128], ymm2", "vmovdqu [rsi + 192], ymm3", "vmovdqu [rsi + 256], ymm4", "vmovdqu [rsi + 320], ymm5", "vmovdqu [rsi + 384], ymm6", "vmovdqu [rsi + 448], ymm7", "vmovdqu [rsi + 512], ymm8", "vmovdqu [rsi + 576], ymm9", "vmovdqu [rsi + 640], ymm10", "vmovdqu [rsi + 704], ymm11", "vmovdqu [rsi + 768], ymm12", "vmovdqu [rsi + 832], ymm13", "vmovdqu [rsi + 896], ymm14", "vmovdqu [rsi + 960], ymm15"]
+);
 
-/// The AVX-512 trampoline with 64-bit opmask moves (`kmovq`: AVX512BW).
-///
-/// # Safety
-/// As [`run_vector`] with AVX-512 enabled and AVX512BW.
-unsafe fn run_avx512bw(regs: &mut HostRegs, v: &mut VectorRegs) {
-    // SAFETY: as in `run_avx512f`.
-    unsafe {
-        asm!(
-            // rdi = &HostRegs, rsi = &VectorRegs.
-            "push rbp",                      // save host rbp
-            "push rbx",                      // save host rbx
-            "push rsi",                      // [rsp] = &VectorRegs, needed afterwards
-            "stmxcsr [rsi + 2116]",          // save the host's MXCSR
-            "ldmxcsr [rsi + 2112]",          // MXCSR = guest's (exceptions masked by the caller)
-            // zmm0..zmm31 = guest zmm0..zmm31, k0..k7 = guest k0..k7
-            "vmovdqu64 zmm0, [rsi + 0]",
-            "vmovdqu64 zmm1, [rsi + 64]",
-            "vmovdqu64 zmm2, [rsi + 128]",
-            "vmovdqu64 zmm3, [rsi + 192]",
-            "vmovdqu64 zmm4, [rsi + 256]",
-            "vmovdqu64 zmm5, [rsi + 320]",
-            "vmovdqu64 zmm6, [rsi + 384]",
-            "vmovdqu64 zmm7, [rsi + 448]",
-            "vmovdqu64 zmm8, [rsi + 512]",
-            "vmovdqu64 zmm9, [rsi + 576]",
-            "vmovdqu64 zmm10, [rsi + 640]",
-            "vmovdqu64 zmm11, [rsi + 704]",
-            "vmovdqu64 zmm12, [rsi + 768]",
-            "vmovdqu64 zmm13, [rsi + 832]",
-            "vmovdqu64 zmm14, [rsi + 896]",
-            "vmovdqu64 zmm15, [rsi + 960]",
-            "vmovdqu64 zmm16, [rsi + 1024]",
-            "vmovdqu64 zmm17, [rsi + 1088]",
-            "vmovdqu64 zmm18, [rsi + 1152]",
-            "vmovdqu64 zmm19, [rsi + 1216]",
-            "vmovdqu64 zmm20, [rsi + 1280]",
-            "vmovdqu64 zmm21, [rsi + 1344]",
-            "vmovdqu64 zmm22, [rsi + 1408]",
-            "vmovdqu64 zmm23, [rsi + 1472]",
-            "vmovdqu64 zmm24, [rsi + 1536]",
-            "vmovdqu64 zmm25, [rsi + 1600]",
-            "vmovdqu64 zmm26, [rsi + 1664]",
-            "vmovdqu64 zmm27, [rsi + 1728]",
-            "vmovdqu64 zmm28, [rsi + 1792]",
-            "vmovdqu64 zmm29, [rsi + 1856]",
-            "vmovdqu64 zmm30, [rsi + 1920]",
-            "vmovdqu64 zmm31, [rsi + 1984]",
-            "kmovq k0, [rsi + 2048]",
-            "kmovq k1, [rsi + 2056]",
-            "kmovq k2, [rsi + 2064]",
-            "kmovq k3, [rsi + 2072]",
-            "kmovq k4, [rsi + 2080]",
-            "kmovq k5, [rsi + 2088]",
-            "kmovq k6, [rsi + 2096]",
-            "kmovq k7, [rsi + 2104]",
-            "push rdi",                      // [rsp] = &HostRegs
-            "push qword ptr [rdi + 136]",    // [rsp] = code slot address
-            "push qword ptr [rdi + 128]",    // guest status flags and DF
-            "popfq",                         // rflags = guest status flags and DF
-            "mov rax, [rdi + 0]",            // guest GPRs, as in `run`
-            "mov rcx, [rdi + 8]",
-            "mov rdx, [rdi + 16]",
-            "mov rbx, [rdi + 24]",
-            "mov rbp, [rdi + 40]",
-            "mov rsi, [rdi + 48]",
-            "mov r8, [rdi + 64]",
-            "mov r9, [rdi + 72]",
-            "mov r10, [rdi + 80]",
-            "mov r11, [rdi + 88]",
-            "mov r12, [rdi + 96]",
-            "mov r13, [rdi + 104]",
-            "mov r14, [rdi + 112]",
-            "mov r15, [rdi + 120]",
-            "mov rdi, [rdi + 56]",           // guest rdi last
-            "call qword ptr [rsp]",          // run `instruction; ret`
-            "pushfq",                        // [rsp] = flags, [rsp+8] = code, [rsp+16] = HostRegs
-            "xchg rdi, [rsp + 16]",          // rdi = &HostRegs, [rsp+16] = guest rdi out
-            "mov [rdi + 0], rax",            // store guest GPRs but rsp and rdi
-            "mov [rdi + 8], rcx",
-            "mov [rdi + 16], rdx",
-            "mov [rdi + 24], rbx",
-            "mov [rdi + 40], rbp",
-            "mov [rdi + 48], rsi",
-            "mov [rdi + 64], r8",
-            "mov [rdi + 72], r9",
-            "mov [rdi + 80], r10",
-            "mov [rdi + 88], r11",
-            "mov [rdi + 96], r12",
-            "mov [rdi + 104], r13",
-            "mov [rdi + 112], r14",
-            "mov [rdi + 120], r15",
-            "pop rax",                       // flags out
-            "mov [rdi + 128], rax",
-            "pop rax",                       // drop the code address
-            "pop rax",                       // guest rdi out
-            "mov [rdi + 56], rax",
-            "pop rsi",                       // rsi = &VectorRegs
-            // guest zmm0..zmm31 and k0..k7 out
-            "vmovdqu64 [rsi + 0], zmm0",
-            "vmovdqu64 [rsi + 64], zmm1",
-            "vmovdqu64 [rsi + 128], zmm2",
-            "vmovdqu64 [rsi + 192], zmm3",
-            "vmovdqu64 [rsi + 256], zmm4",
-            "vmovdqu64 [rsi + 320], zmm5",
-            "vmovdqu64 [rsi + 384], zmm6",
-            "vmovdqu64 [rsi + 448], zmm7",
-            "vmovdqu64 [rsi + 512], zmm8",
-            "vmovdqu64 [rsi + 576], zmm9",
-            "vmovdqu64 [rsi + 640], zmm10",
-            "vmovdqu64 [rsi + 704], zmm11",
-            "vmovdqu64 [rsi + 768], zmm12",
-            "vmovdqu64 [rsi + 832], zmm13",
-            "vmovdqu64 [rsi + 896], zmm14",
-            "vmovdqu64 [rsi + 960], zmm15",
-            "vmovdqu64 [rsi + 1024], zmm16",
-            "vmovdqu64 [rsi + 1088], zmm17",
-            "vmovdqu64 [rsi + 1152], zmm18",
-            "vmovdqu64 [rsi + 1216], zmm19",
-            "vmovdqu64 [rsi + 1280], zmm20",
-            "vmovdqu64 [rsi + 1344], zmm21",
-            "vmovdqu64 [rsi + 1408], zmm22",
-            "vmovdqu64 [rsi + 1472], zmm23",
-            "vmovdqu64 [rsi + 1536], zmm24",
-            "vmovdqu64 [rsi + 1600], zmm25",
-            "vmovdqu64 [rsi + 1664], zmm26",
-            "vmovdqu64 [rsi + 1728], zmm27",
-            "vmovdqu64 [rsi + 1792], zmm28",
-            "vmovdqu64 [rsi + 1856], zmm29",
-            "vmovdqu64 [rsi + 1920], zmm30",
-            "vmovdqu64 [rsi + 1984], zmm31",
-            "kmovq [rsi + 2048], k0",
-            "kmovq [rsi + 2056], k1",
-            "kmovq [rsi + 2064], k2",
-            "kmovq [rsi + 2072], k3",
-            "kmovq [rsi + 2080], k4",
-            "kmovq [rsi + 2088], k5",
-            "kmovq [rsi + 2096], k6",
-            "kmovq [rsi + 2104], k7",
-            "stmxcsr [rsi + 2112]",          // guest MXCSR out (sticky exception flags)
-            "ldmxcsr [rsi + 2116]",          // restore the host's MXCSR
-            "vzeroupper",                    // leave no dirty upper state to SSE code
-            "cld",                           // the ABI requires DF clear
-            "pop rbx",                       // restore host rbx
-            "pop rbp",                       // restore host rbp
-            inout("rdi") regs as *mut HostRegs => _,
-            inout("rsi") v as *mut VectorRegs => _,
-            out("rax") _, out("rcx") _, out("rdx") _,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-            clobber_abi("C"),
-        );
-    }
-}
+trampoline!(
+    /// The AVX-512 trampoline with 16-bit opmask moves (`kmovw`: AVX512F without AVX512BW).
+    ///
+    /// # Safety
+    /// As [`run_vector`] with AVX-512 enabled.
+    run_avx512f, ["vmovdqu64 zmm0, [rsi + 0]", "vmovdqu64 zmm1, [rsi + 64]", "vmovdqu64 zmm2, [rsi + 128]", "vmovdqu64 zmm3, [rsi + 192]", "vmovdqu64 zmm4, [rsi + 256]", "vmovdqu64 zmm5, [rsi + 320]", "vmovdqu64 zmm6, [rsi + 384]", "vmovdqu64 zmm7, [rsi + 448]", "vmovdqu64 zmm8, [rsi + 512]", "vmovdqu64 zmm9, [rsi + 576]", "vmovdqu64 zmm10, [rsi + 640]", "vmovdqu64 zmm11, [rsi + 704]", "vmovdqu64 zmm12, [rsi + 768]", "vmovdqu64 zmm13, [rsi + 832]", "vmovdqu64 zmm14, [rsi + 896]", "vmovdqu64 zmm15, [rsi + 960]", "vmovdqu64 zmm16, [rsi + 1024]", "vmovdqu64 zmm17, [rsi + 1088]", "vmovdqu64 zmm18, [rsi + 1152]", "vmovdqu64 zmm19, [rsi + 1216]", "vmovdqu64 zmm20, [rsi + 1280]", "vmovdqu64 zmm21, [rsi + 1344]", "vmovdqu64 zmm22, [rsi + 1408]", "vmovdqu64 zmm23, [rsi + 1472]", "vmovdqu64 zmm24, [rsi + 1536]", "vmovdqu64 zmm25, [rsi + 1600]", "vmovdqu64 zmm26, [rsi + 1664]", "vmovdqu64 zmm27, [rsi + 1728]", "vmovdqu64 zmm28, [rsi + 1792]", "vmovdqu64 zmm29, [rsi + 1856]", "vmovdqu64 zmm30, [rsi + 1920]", "vmovdqu64 zmm31, [rsi + 1984]", "kmovw k0, [rsi + 2048]", "kmovw k1, [rsi + 2056]", "kmovw k2, [rsi + 2064]", "kmovw k3, [rsi + 2072]", "kmovw k4, [rsi + 2080]", "kmovw k5, [rsi + 2088]", "kmovw k6, [rsi + 2096]", "kmovw k7, [rsi + 2104]"], ["vmovdqu64 [rsi + 0], zmm0", "vmovdqu64 [rsi + 64], zmm1", "vmovdqu64 [rsi + 128], zmm2", "vmovdqu64 [rsi + 192], zmm3", "vmovdqu64 [rsi + 256], zmm4", "vmovdqu64 [rsi + 320], zmm5", "vmovdqu64 [rsi + 384], zmm6", "vmovdqu64 [rsi + 448], zmm7", "vmovdqu64 [rsi + 512], zmm8", "vmovdqu64 [rsi + 576], zmm9", "vmovdqu64 [rsi + 640], zmm10", "vmovdqu64 [rsi + 704], zmm11", "vmovdqu64 [rsi + 768], zmm12", "vmovdqu64 [rsi + 832], zmm13", "vmovdqu64 [rsi + 896], zmm14", "vmovdqu64 [rsi + 960], zmm15", "vmovdqu64 [rsi + 1024], zmm16", "vmovdqu64 [rsi + 1088], zmm17", "vmovdqu64 [rsi + 1152], zmm18", "vmovdqu64 [rsi + 1216], zmm19", "vmovdqu64 [rsi + 1280], zmm20", "vmovdqu64 [rsi + 1344], zmm21", "vmovdqu64 [rsi + 1408], zmm22", "vmovdqu64 [rsi + 1472], zmm23", "vmovdqu64 [rsi + 1536], zmm24", "vmovdqu64 [rsi + 1600], zmm25", "vmovdqu64 [rsi + 1664], zmm26", "vmovdqu64 [rsi + 1728], zmm27", "vmovdqu64 [rsi + 1792], zmm28", "vmovdqu64 [rsi + 1856], zmm29", "vmovdqu64 [rsi + 1920], zmm30", "vmovdqu64 [rsi + 1984], zmm31", "kmovw [rsi + 2048], k0", "kmovw [rsi + 2056], k1", "kmovw [rsi + 2064], k2", "kmovw [rsi + 2072], k3", "kmovw [rsi + 2080], k4", "kmovw [rsi + 2088], k5", "kmovw [rsi + 2096], k6", "kmovw [rsi + 2104], k7"]
+);
+
+trampoline!(
+    /// The AVX-512 trampoline with 64-bit opmask moves (`kmovq`: AVX512BW).
+    ///
+    /// # Safety
+    /// As [`run_vector`] with AVX-512 enabled and AVX512BW.
+    run_avx512bw, ["vmovdqu64 zmm0, [rsi + 0]", "vmovdqu64 zmm1, [rsi + 64]", "vmovdqu64 zmm2, [rsi + 128]", "vmovdqu64 zmm3, [rsi + 192]", "vmovdqu64 zmm4, [rsi + 256]", "vmovdqu64 zmm5, [rsi + 320]", "vmovdqu64 zmm6, [rsi + 384]", "vmovdqu64 zmm7, [rsi + 448]", "vmovdqu64 zmm8, [rsi + 512]", "vmovdqu64 zmm9, [rsi + 576]", "vmovdqu64 zmm10, [rsi + 640]", "vmovdqu64 zmm11, [rsi + 704]", "vmovdqu64 zmm12, [rsi + 768]", "vmovdqu64 zmm13, [rsi + 832]", "vmovdqu64 zmm14, [rsi + 896]", "vmovdqu64 zmm15, [rsi + 960]", "vmovdqu64 zmm16, [rsi + 1024]", "vmovdqu64 zmm17, [rsi + 1088]", "vmovdqu64 zmm18, [rsi + 1152]", "vmovdqu64 zmm19, [rsi + 1216]", "vmovdqu64 zmm20, [rsi + 1280]", "vmovdqu64 zmm21, [rsi + 1344]", "vmovdqu64 zmm22, [rsi + 1408]", "vmovdqu64 zmm23, [rsi + 1472]", "vmovdqu64 zmm24, [rsi + 1536]", "vmovdqu64 zmm25, [rsi + 1600]", "vmovdqu64 zmm26, [rsi + 1664]", "vmovdqu64 zmm27, [rsi + 1728]", "vmovdqu64 zmm28, [rsi + 1792]", "vmovdqu64 zmm29, [rsi + 1856]", "vmovdqu64 zmm30, [rsi + 1920]", "vmovdqu64 zmm31, [rsi + 1984]", "kmovq k0, [rsi + 2048]", "kmovq k1, [rsi + 2056]", "kmovq k2, [rsi + 2064]", "kmovq k3, [rsi + 2072]", "kmovq k4, [rsi + 2080]", "kmovq k5, [rsi + 2088]", "kmovq k6, [rsi + 2096]", "kmovq k7, [rsi + 2104]"], ["vmovdqu64 [rsi + 0], zmm0", "vmovdqu64 [rsi + 64], zmm1", "vmovdqu64 [rsi + 128], zmm2", "vmovdqu64 [rsi + 192], zmm3", "vmovdqu64 [rsi + 256], zmm4", "vmovdqu64 [rsi + 320], zmm5", "vmovdqu64 [rsi + 384], zmm6", "vmovdqu64 [rsi + 448], zmm7", "vmovdqu64 [rsi + 512], zmm8", "vmovdqu64 [rsi + 576], zmm9", "vmovdqu64 [rsi + 640], zmm10", "vmovdqu64 [rsi + 704], zmm11", "vmovdqu64 [rsi + 768], zmm12", "vmovdqu64 [rsi + 832], zmm13", "vmovdqu64 [rsi + 896], zmm14", "vmovdqu64 [rsi + 960], zmm15", "vmovdqu64 [rsi + 1024], zmm16", "vmovdqu64 [rsi + 1088], zmm17", "vmovdqu64 [rsi + 1152], zmm18", "vmovdqu64 [rsi + 1216], zmm19", "vmovdqu64 [rsi + 1280], zmm20", "vmovdqu64 [rsi + 1344], zmm21", "vmovdqu64 [rsi + 1408], zmm22", "vmovdqu64 [rsi + 1472], zmm23", "vmovdqu64 [rsi + 1536], zmm24", "vmovdqu64 [rsi + 1600], zmm25", "vmovdqu64 [rsi + 1664], zmm26", "vmovdqu64 [rsi + 1728], zmm27", "vmovdqu64 [rsi + 1792], zmm28", "vmovdqu64 [rsi + 1856], zmm29", "vmovdqu64 [rsi + 1920], zmm30", "vmovdqu64 [rsi + 1984], zmm31", "kmovq [rsi + 2048], k0", "kmovq [rsi + 2056], k1", "kmovq [rsi + 2064], k2", "kmovq [rsi + 2072], k3", "kmovq [rsi + 2080], k4", "kmovq [rsi + 2088], k5", "kmovq [rsi + 2096], k6", "kmovq [rsi + 2104], k7"]
+);
 
 /// What a vector host execution found.
 ///
