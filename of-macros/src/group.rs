@@ -129,6 +129,10 @@ impl Group {
 
     /// Adds `a`, emitting the pending statements into `out` first if `a` cannot join them.
     pub(crate) fn push(&mut self, a: Access, out: &mut Vec<Stmt>) -> syn::Result<()> {
+        // After a rip write control never comes back: no split makes a statement reachable.
+        if self.pending.last().is_some_and(Access::jumps) {
+            return Err(diag::after_rip_statement(a.span()));
+        }
         self.pending.push(a);
         if check(&self.pending).is_err() {
             let a = self.pending.pop().expect("just pushed");
