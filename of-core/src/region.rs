@@ -242,9 +242,35 @@ pub fn contains(addr: u64) -> bool {
     find(addr, 1).is_some()
 }
 
+/// The bus, held for the device accesses of one instruction (and the run-ahead after it):
+/// released when dropped.
+pub(crate) struct Bus {
+    /// False when this thread already held it (re-entrance): then the outer holder releases.
+    took: bool,
+}
+
+impl Bus {
+    /// Takes the bus (waits in the kernel while another thread holds it; re-entrant) and
+    /// records `instruction`, the bytes of the instruction being emulated, for a device
+    /// panic's message. Async-signal-safe.
+    pub(crate) fn take(instruction: &[u8]) -> Bus {
+        let took = lock_bus();
+        set_instruction(instruction);
+        Bus { took }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if self.took {
+            unlock_bus();
+        }
+    }
+}
+
 /// Takes the bus (waits in the kernel while another thread holds it). Re-entrant for the
 /// thread that holds it (returns false then: the caller must not release it).
-pub(crate) fn lock_bus() -> bool {
+fn lock_bus() -> bool {
     let me = this_thread();
     if BUS_OWNER.load(Ordering::Relaxed) == me {
         return false;
@@ -263,7 +289,7 @@ pub(crate) fn lock_bus() -> bool {
 }
 
 /// Releases the bus taken by [`lock_bus`] (wakes one waiter if there may be any).
-pub(crate) fn unlock_bus() {
+fn unlock_bus() {
     BUS_OWNER.store(0, Ordering::Relaxed);
     if BUS.swap(0, Ordering::Release) == 2 {
         crate::futex::wake(&BUS, 1);
@@ -281,7 +307,7 @@ unsafe impl Sync for Serving {}
 static SERVING: Serving = Serving(UnsafeCell::new([0; 16]));
 
 /// Records the instruction the bus holder is emulating (the caller holds the bus).
-pub(crate) fn set_instruction(bytes: &[u8]) {
+fn set_instruction(bytes: &[u8]) {
     let mut b = [0u8; 16];
     let n = bytes.len().min(16);
     b[..n].copy_from_slice(&bytes[..n]);
@@ -289,26 +315,35 @@ pub(crate) fn set_instruction(bytes: &[u8]) {
     unsafe { *SERVING.0.get() = b };
 }
 
+/// Whether region `index`'s device runs in the handler (or on the thread that accesses it).
+fn in_handler(index: usize) -> bool {
+    SLOTS
+        .get(index)
+        .is_some_and(|s| !s.server.load(Ordering::Acquire))
+}
+
 /// Reads `buf.len()` bytes at `offset` of region `index` from its device (the caller holds the
 /// bus). Async-signal-safe on the handler's side.
 pub(crate) fn read(index: usize, offset: u64, buf: &mut [u8]) {
-    access(
-        index,
-        offset,
-        buf.len(),
-        false,
-        |data| buf.copy_from_slice(&data[..buf.len()]),
-        &[],
-    );
+    if in_handler(index) {
+        read_direct(index, offset, buf);
+    } else if let Some(answer) = through_server(index, offset, buf.len(), None) {
+        buf.copy_from_slice(&answer[..buf.len()]);
+    }
 }
 
 /// Writes `data` at `offset` of region `index` through its device (the caller holds the bus).
 pub(crate) fn write(index: usize, offset: u64, data: &[u8]) {
-    access(index, offset, data.len(), true, |_| {}, data);
+    if in_handler(index) {
+        write_direct(index, offset, data);
+    } else {
+        through_server(index, offset, data.len(), Some(data));
+    }
 }
 
-/// Reads through region `index`'s device on the calling thread, whatever its mode (a patched
-/// site's call-out, in ordinary code; the caller holds the bus).
+/// Reads through region `index`'s device on the calling thread, whatever its mode (an
+/// in-handler region, a patched site's call-out in ordinary code, a server; the caller holds
+/// the bus or is the server).
 pub(crate) fn read_direct(index: usize, offset: u64, buf: &mut [u8]) {
     direct(index, offset, buf.as_mut_ptr(), buf.len(), false);
 }
@@ -337,42 +372,23 @@ fn direct(index: usize, offset: u64, buf: *mut u8, size: usize, write: bool) {
     }
 }
 
-fn access(
+/// Hands one access of `size` bytes (a write of `data`, or a read) to region `index`'s server
+/// thread and waits for its answer (the bytes read). None if there is no such region.
+fn through_server(
     index: usize,
     offset: u64,
     size: usize,
-    write: bool,
-    mut answer: impl FnMut(&[u8; MAX_ACCESS]),
-    data: &[u8],
-) {
-    let Some(slot) = SLOTS.get(index) else {
-        return;
-    };
-    // SAFETY: published before `start` (see `Slot`).
-    let Some(dev) = (unsafe { *slot.device.get() }) else {
-        return;
-    };
+    data: Option<&[u8]>,
+) -> Option<[u8; MAX_ACCESS]> {
+    let mb = &SLOTS.get(index)?.mailbox;
     let size = size.min(MAX_ACCESS);
     let mut buf = [0u8; MAX_ACCESS];
-    if write {
+    if let Some(data) = data {
         buf[..size].copy_from_slice(&data[..size]);
     }
-    if !slot.server.load(Ordering::Acquire) {
-        // SAFETY: the device's contract (async-signal-safe in-handler device).
-        unsafe {
-            if write {
-                (dev.write)(dev.ctx, offset, size as u32, buf.as_ptr());
-            } else {
-                (dev.read)(dev.ctx, offset, size as u32, buf.as_mut_ptr());
-            }
-        }
-        answer(&buf);
-        return;
-    }
-    let mb = &slot.mailbox;
     // SAFETY: the bus holder is the only writer of the request (see `Slot`).
     unsafe { *mb.data.get() = buf };
-    mb.write.store(write, Ordering::Relaxed);
+    mb.write.store(data.is_some(), Ordering::Relaxed);
     mb.offset.store(offset, Ordering::Relaxed);
     mb.size.store(size as u32, Ordering::Relaxed);
     let seen = mb.answer.load(Ordering::Acquire);
@@ -400,7 +416,7 @@ fn access(
         mb.client_sleeping.store(false, Ordering::Relaxed);
     }
     // SAFETY: the server wrote the answer before bumping `answer`.
-    answer(unsafe { &*mb.data.get() });
+    Some(unsafe { *mb.data.get() })
 }
 
 /// Serves region `index`'s requests on the calling thread until the region is unregistered:
@@ -430,7 +446,7 @@ pub fn serve(index: usize) {
                 core::hint::spin_loop();
                 continue;
             }
-            // SeqCst: see `access`.
+            // SeqCst: see `through_server`.
             mb.server_sleeping.store(true, Ordering::SeqCst);
             if mb.request.load(Ordering::SeqCst) == seen {
                 crate::futex::wait(&mb.request, now);
@@ -447,23 +463,18 @@ pub fn serve(index: usize) {
         if mb.stop.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: published before `start` (see `Slot`); the region is live (not stopped).
-        let Some(dev) = (unsafe { *slot.device.get() }) else {
-            return;
-        };
         let offset = mb.offset.load(Ordering::Relaxed);
-        let size = mb.size.load(Ordering::Relaxed);
+        let size = mb.size.load(Ordering::Relaxed) as usize;
         // SAFETY: the handler wrote the request before bumping `request` and waits until we
         // bump `answer`: the buffer is ours meanwhile.
         let data = unsafe { &mut *mb.data.get() };
-        // SAFETY: the device's contract (callable from this thread).
-        unsafe {
-            if mb.write.load(Ordering::Relaxed) {
-                (dev.write)(dev.ctx, offset, size, data.as_ptr());
-            } else {
-                (dev.read)(dev.ctx, offset, size, data.as_mut_ptr());
-            }
-        }
+        direct(
+            index,
+            offset,
+            data.as_mut_ptr(),
+            size,
+            mb.write.load(Ordering::Relaxed),
+        );
         mb.answer.fetch_add(1, Ordering::SeqCst);
         if mb.client_sleeping.load(Ordering::SeqCst) {
             crate::futex::wake_all(&mb.answer);

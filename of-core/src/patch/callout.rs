@@ -35,8 +35,8 @@
 //! interrupted code has x87 values live would disturb them) — see the README.
 //!
 //! Plain moves (`mov`/`movzx`/`movsx` between a register or immediate and a region, the usual
-//! device-register access; [`plain_move`]) skip the engine: the call-out computes the effective
-//! address and calls the device itself.
+//! device-register access; [`plain_move`]) skip the engine's classification and ownership
+//! checks: once the effective address is in a region, the engine's `mov` alone runs.
 //!
 //! The instruction is emulated with no fault address: if at this execution it touches neither
 //! a region nor the map (its pointer now points at ordinary memory), or the engine declines or
@@ -91,112 +91,40 @@ pub enum Saved {
     Avx512Bw = 3,
 }
 
-/// A plain move between a general-purpose register (or an immediate) and memory, done by the
-/// call-out without the engine: the common device-register access (`mov`, `movzx`, `movsx`,
-/// `movsxd` with a 1-, 2-, 4- or 8-byte operand, no segment override, 64-bit addressing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Move {
-    /// Not a plain move: the engine emulates it.
-    None,
-    /// `dst = extend(memory)`: register number, its width in bytes, the memory operand's size,
-    /// sign extension.
-    Load {
-        /// Destination register (encoding number).
-        dst: u8,
-        /// Destination width in bytes (1, 2, 4 or 8; 4 zero-extends to 64 bits).
-        width: u8,
-        /// Bytes read.
-        size: u8,
-        /// Sign-extend (`movsx`, `movsxd`) rather than zero-extend (`movzx`, `mov`).
-        sign: bool,
-    },
-    /// `memory = register`: register number and size in bytes.
-    StoreRegister {
-        /// Source register (encoding number).
-        src: u8,
-        /// Bytes written.
-        size: u8,
-    },
-    /// `memory = immediate` (the low `size` bytes of the sign-extended immediate).
-    StoreImmediate {
-        /// The immediate.
-        value: u64,
-        /// Bytes written.
-        size: u8,
-    },
-}
-
-/// The [`Move`] form of `instr`, if it is one.
+/// Whether `instr` is a plain move between a general-purpose register (or an immediate) and
+/// memory — `mov`, `movzx`, `movsx`, `movsxd`, the usual device-register access — which the
+/// call-out does with the engine's `mov` alone when its operand lies in a region, without
+/// classifying it or checking ownership again.
 ///
 /// # Examples
 ///
 /// ```
 /// use of_core::decode::decode;
-/// use of_core::patch::callout::{Move, plain_move};
+/// use of_core::patch::callout::plain_move;
 ///
 /// // movzx eax, byte ptr [0x4000_0005]
 /// let (i, _) = decode(&[0x0F, 0xB6, 0x04, 0x25, 0x05, 0x00, 0x00, 0x40], 0).unwrap();
-/// assert_eq!(plain_move(&i), Move::Load { dst: 0, width: 4, size: 1, sign: false });
-/// // add dword ptr [0x4000_0000], 1: the engine's
+/// assert!(plain_move(&i));
+/// // add dword ptr [0x4000_0000], 1: the whole engine's
 /// let (i, _) = decode(&[0x83, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40, 0x01], 0).unwrap();
-/// assert_eq!(plain_move(&i), Move::None);
+/// assert!(!plain_move(&i));
 /// ```
-pub fn plain_move(instr: &Instruction) -> Move {
+pub fn plain_move(instr: &Instruction) -> bool {
     use iced_x86::OpKind;
-    if instr.segment_prefix() != Register::None
-        || !matches!(instr.memory_segment(), Register::DS | Register::SS)
-        || instr.memory_base().size() != 8 && instr.memory_base() != Register::None
-        || instr.memory_index().size() != 8 && instr.memory_index() != Register::None
-        || instr.memory_base() == Register::RIP && instr.memory_index() != Register::None
-        || instr.has_lock_prefix()
-    {
-        return Move::None;
-    }
-    let size = instr.memory_size().size();
-    if !matches!(size, 1 | 2 | 4 | 8) {
-        return Move::None;
-    }
-    // A general-purpose register that is not ah/ch/dh/bh, as (number, width).
-    let gpr = |r: Register| -> Option<(u8, u8)> {
-        if !r.is_gpr() || matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
-            return None;
-        }
-        Some((r.full_register().number() as u8, r.size() as u8))
+    let Some(mem) = crate::emulate::operands::memory_operand(instr) else {
+        return false;
     };
-    match instr.mnemonic() {
+    let other = 1 - mem.min(1);
+    matches!(
+        instr.mnemonic(),
         Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
-            if instr.op0_kind() == OpKind::Register && instr.op1_kind() == OpKind::Memory =>
-        {
-            let Some((dst, width)) = gpr(instr.op0_register()) else {
-                return Move::None;
-            };
-            let sign = matches!(instr.mnemonic(), Mnemonic::Movsx | Mnemonic::Movsxd);
-            Move::Load {
-                dst,
-                width,
-                size: size as u8,
-                sign,
-            }
+    ) && instr.op_count() == 2
+        && matches!(instr.memory_size().size(), 1 | 2 | 4 | 8)
+        && match instr.op_kind(other) {
+            OpKind::Register => instr.op_register(other).is_gpr(),
+            // mov m, imm (a load's other operand is always its register).
+            _ => mem == 0,
         }
-        Mnemonic::Mov if instr.op0_kind() == OpKind::Memory => match instr.op1_kind() {
-            OpKind::Register => match gpr(instr.op1_register()) {
-                Some((src, _)) => Move::StoreRegister {
-                    src,
-                    size: size as u8,
-                },
-                None => Move::None,
-            },
-            OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate32to64 => Move::StoreImmediate {
-                value: instr.immediate(1),
-                size: size as u8,
-            },
-            _ => Move::None,
-        },
-        _ => Move::None,
-    }
 }
 
 /// What the stub of one site hands the engine (leaked: a patched site is never unpatched).
@@ -209,8 +137,8 @@ pub struct Record {
     pub offsets: ConstantOffsets,
     /// The stub's fallback: the original instruction, then a jump to the next one.
     pub fallback: core::sync::atomic::AtomicU64,
-    /// The plain-move form, done without the engine.
-    pub fast: Move,
+    /// Whether it is a [`plain_move`].
+    pub plain_move: bool,
 }
 
 /// The vector state this CPU has, read from XCR0 itself (not `OF_CPU_HIDE`: what the device
@@ -360,13 +288,6 @@ struct FrameMachine<'a> {
     rip: u64,
 }
 
-fn arch_prctl_get(code: libc::c_int) -> u64 {
-    let mut base = 0u64;
-    // SAFETY: ARCH_GET_FS/GS write one u64 to the pointer we pass.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, code, &mut base as *mut u64) };
-    base
-}
-
 impl Machine for FrameMachine<'_> {
     fn gpr(&self, n: usize) -> u64 {
         self.f.gpr[n & 15]
@@ -387,10 +308,10 @@ impl Machine for FrameMachine<'_> {
         self.f.rflags = value;
     }
     fn fs_base(&self) -> u64 {
-        arch_prctl_get(0x1003) // ARCH_GET_FS
+        crate::signal::context::segment_base(crate::signal::context::ARCH_GET_FS)
     }
     fn gs_base(&self) -> u64 {
-        arch_prctl_get(0x1004) // ARCH_GET_GS
+        crate::signal::context::segment_base(crate::signal::context::ARCH_GET_GS)
     }
     fn xmm(&self, n: usize) -> u128 {
         u128::from_le_bytes(self.v.z[n & 15][..16].try_into().unwrap_or([0; 16]))
@@ -489,23 +410,20 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, kind: u32
     let rsp = frame as u64 + core::mem::size_of::<Frame>() as u64 + 128;
     f.gpr[4] = rsp;
     let len = rec.instr.len();
-    if rec.fast != Move::None && fast_move(f, rec) {
-        return;
-    }
     let before = (f.gpr, f.rflags);
-    let took = crate::region::lock_bus();
-    crate::region::set_instruction(&rec.bytes[..len]);
     let mut m = FrameMachine {
         f,
         v,
         saved,
         rip: rec.instr.ip(),
     };
-    let r = crate::emulate::emulate(&mut m, &rec.instr, &rec.bytes[..len], &rec.offsets, None);
+    let r = if rec.plain_move && fast_move(&mut m, rec) {
+        Ok(())
+    } else {
+        let _bus = crate::region::Bus::take(&rec.bytes[..len]);
+        crate::emulate::emulate(&mut m, &rec.instr, &rec.bytes[..len], &rec.offsets, None)
+    };
     let next = m.rip;
-    if took {
-        crate::region::unlock_bus();
-    }
     // rsp cannot be changed from here (the entry does not pop it): a form that would change
     // it (a page-0 store into rsp's slot, say) takes the fault path instead.
     if r.is_ok() && f.gpr[4] == rsp {
@@ -516,73 +434,46 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, kind: u32
     }
 }
 
-/// The effective address of `instr`'s memory operand with the registers of `f` (64-bit
-/// addressing, no segment base).
-fn effective_address(f: &Frame, instr: &Instruction) -> u64 {
-    let reg = |r: Register| match r {
-        Register::None => 0,
-        Register::RIP => instr.next_ip(),
-        r => f.gpr[r.number() & 15],
-    };
-    let base = if instr.memory_base() == Register::RIP {
-        0 // iced-x86 folds rip into the displacement
-    } else {
-        reg(instr.memory_base())
-    };
-    base.wrapping_add(reg(instr.memory_index()).wrapping_mul(u64::from(instr.memory_index_scale())))
-        .wrapping_add(instr.memory_displacement64())
-}
-
-/// Does a [`Move`] whose operand lies in one region, with the device called directly. Returns
-/// false (nothing done) when the operand is not entirely in a region.
-fn fast_move(f: &mut Frame, rec: &Record) -> bool {
-    let ea = effective_address(f, &rec.instr);
-    let size = match rec.fast {
-        Move::Load { size, .. }
-        | Move::StoreRegister { size, .. }
-        | Move::StoreImmediate { size, .. } => size,
-        Move::None => return false,
-    };
-    let Some((index, offset)) = crate::region::find(ea, u64::from(size)) else {
+/// Does a [`plain_move`] whose operand lies entirely in one region, the device called
+/// directly, with the engine's pieces for the rest (effective address, store source, sign
+/// extension, register write). False, with nothing done, when the operand is elsewhere: then
+/// the whole engine decides.
+fn fast_move(m: &mut FrameMachine, rec: &Record) -> bool {
+    use crate::emulate::{mov, operands};
+    let instr = &rec.instr;
+    let Some(op) = operands::memory_operand(instr) else {
         return false;
     };
-    let took = crate::region::lock_bus();
-    crate::region::set_instruction(&rec.bytes[..rec.instr.len()]);
-    let n = usize::from(size);
-    match rec.fast {
-        Move::Load {
-            dst, width, sign, ..
-        } => {
-            let mut b = [0u8; 8];
+    let Some(ea) = operands::effective_address(m, instr, op) else {
+        return false;
+    };
+    let size = operands::memory_size(instr);
+    let Some((index, offset)) = crate::region::find(ea, size) else {
+        return false;
+    };
+    let n = size as usize;
+    if op == 0 {
+        // A store: the source is a general-purpose register or an immediate.
+        let Some(v) = operands::read_plain(m, instr, 1) else {
+            return false;
+        };
+        let _bus = crate::region::Bus::take(&rec.bytes[..instr.len()]);
+        crate::region::write_direct(index, offset, &v.to_le_bytes()[..n]);
+    } else {
+        let mut b = [0u8; 8];
+        {
+            let _bus = crate::region::Bus::take(&rec.bytes[..instr.len()]);
             crate::region::read_direct(index, offset, &mut b[..n]);
-            let raw = u64::from_le_bytes(b);
-            let bits = 8 * u32::from(size);
-            let value = if sign && bits < 64 {
-                (((raw << (64 - bits)) as i64) >> (64 - bits)) as u64
-            } else {
-                raw
-            };
-            let d = &mut f.gpr[usize::from(dst)];
-            *d = match width {
-                1 => (*d & !0xFF) | (value & 0xFF),
-                2 => (*d & !0xFFFF) | (value & 0xFFFF),
-                4 => value & 0xFFFF_FFFF,
-                _ => value,
-            };
         }
-        Move::StoreRegister { src, .. } => {
-            let b = f.gpr[usize::from(src)].to_le_bytes();
-            crate::region::write_direct(index, offset, &b[..n]);
-        }
-        Move::StoreImmediate { value, .. } => {
-            crate::region::write_direct(index, offset, &value.to_le_bytes()[..n]);
-        }
-        Move::None => {}
+        let raw = u64::from_le_bytes(b);
+        let v = match instr.mnemonic() {
+            Mnemonic::Movsx | Mnemonic::Movsxd => mov::sign_extend(raw, size),
+            _ => raw,
+        };
+        // A general-purpose destination ([`plain_move`]): the write cannot fail.
+        crate::machine::write_reg(m, instr.op0_register(), v);
     }
-    if took {
-        crate::region::unlock_bus();
-    }
-    f.slot = rec.instr.next_ip();
+    m.rip = instr.next_ip();
     true
 }
 
@@ -717,7 +608,7 @@ pub fn record(instr: &Instruction, bytes: &[u8; 16], offsets: ConstantOffsets) -
         bytes: *bytes,
         offsets,
         fallback: core::sync::atomic::AtomicU64::new(0),
-        fast: plain_move(instr),
+        plain_move: plain_move(instr),
     }))
 }
 

@@ -99,7 +99,7 @@ fn emulate_site(uc: &mut libc::ucontext_t) -> bool {
         return false;
     };
     m.set_rip(site);
-    let _bus = crate::signal::bus_for(&mut m, &instr, &orig[..instr.len()]);
+    let _bus = crate::signal::bus_for(&mut m, &instr, &orig[..instr.len()], false);
     let ok = crate::emulate::emulate(&mut m, &instr, &orig[..instr.len()], &offsets, None).is_ok();
     if ok {
         super::TRAPPED_N.fetch_add(1, Ordering::Relaxed);

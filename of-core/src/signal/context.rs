@@ -26,8 +26,8 @@ const GREG_OF: [libc::c_int; 16] = [
 ];
 
 /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h).
-const ARCH_GET_FS: libc::c_int = 0x1003;
-const ARCH_GET_GS: libc::c_int = 0x1004;
+pub(crate) const ARCH_GET_FS: libc::c_int = 0x1003;
+pub(crate) const ARCH_GET_GS: libc::c_int = 0x1004;
 
 /// FP_XSTATE_MAGIC1 (arch/x86/include/uapi/asm/sigcontext.h): the signal frame's FXSAVE area is
 /// followed by an XSAVE header and extended state.
@@ -211,12 +211,19 @@ impl<'a> SignalContext<'a> {
         if let Some(v) = cache.get() {
             return v;
         }
-        let mut v: u64 = 0;
-        // SAFETY: arch_prctl(ARCH_GET_FS/GS, &mut u64) writes one u64 to the pointer.
-        unsafe { libc::syscall(libc::SYS_arch_prctl, code, &mut v as *mut u64) };
+        let v = segment_base(code);
         cache.set(Some(v));
         v
     }
+}
+
+/// The calling thread's fs or gs base (`code`: [`ARCH_GET_FS`] or [`ARCH_GET_GS`]), by
+/// arch_prctl(2); async-signal-safe.
+pub(crate) fn segment_base(code: libc::c_int) -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: arch_prctl(ARCH_GET_FS/GS, &mut u64) writes one u64 to the pointer.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, code, &mut v as *mut u64) };
+    v
 }
 
 /// The pid of this process, for process_vm_readv/writev.

@@ -389,16 +389,9 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
         });
     };
     // Trapped regions: an instruction that touches one holds the bus from its first device
-    // access to the end of its run-ahead (released when `_bus` drops).
-    let region_site = in_region || touches_region(&m, &instr);
-    let _bus = if region_site {
-        let took = crate::region::lock_bus();
-        crate::region::set_instruction(&bytes[..len]);
-        m.set_bus(true);
-        BusGuard(took)
-    } else {
-        BusGuard(false)
-    };
+    // access to the end of its run-ahead (released when `bus` drops).
+    let bus = bus_for(&mut m, &instr, &bytes[..len], in_region);
+    let region_site = bus.is_some();
     let before = crate::trace::fd().map(|_| crate::trace::Snap::of(&m));
     match emulate::emulate(&mut m, &instr, &bytes[..len], &offsets, Some(addr)) {
         Ok(()) => {
@@ -457,32 +450,20 @@ fn handle(sig: libc::c_int, info: &libc::siginfo_t, uc: &mut libc::ucontext_t) -
     }
 }
 
-/// Releases the regions' bus when it drops, if it was taken.
-pub(crate) struct BusGuard(bool);
-
-impl Drop for BusGuard {
-    fn drop(&mut self) {
-        if self.0 {
-            crate::region::unlock_bus();
-        }
-    }
-}
-
-/// Takes the regions' bus for `m` if `instr` touches a region (the SIGTRAP handler of a patch
-/// in progress, which emulates a site's original instruction).
+/// Takes the regions' bus for `m` if `instr` touches a region (`known`: the fault address is
+/// in one): then region accesses are served by their devices until the guard drops. The fault
+/// handler holds it through the run-ahead; the SIGTRAP handler of a patch in progress for the
+/// site's original instruction.
 pub(crate) fn bus_for(
     m: &mut SignalContext,
     instr: &iced_x86::Instruction,
     bytes: &[u8],
-) -> BusGuard {
-    if touches_region(m, instr) {
-        let took = crate::region::lock_bus();
-        crate::region::set_instruction(bytes);
+    known: bool,
+) -> Option<crate::region::Bus> {
+    (known || touches_region(m, instr)).then(|| {
         m.set_bus(true);
-        BusGuard(took)
-    } else {
-        BusGuard(false)
-    }
+        crate::region::Bus::take(bytes)
+    })
 }
 
 /// Whether any access of `instr` lies in a trapped region (only looked at while regions exist).
