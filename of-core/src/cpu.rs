@@ -130,18 +130,7 @@ impl Cpu {
         } else {
             zero
         };
-        let xcr0 = if bit(l1.ecx, 27) {
-            let (lo, hi): (u32, u32);
-            // SAFETY: CPUID.1:ECX.OSXSAVE says XGETBV is enabled; XCR0 (ecx = 0) always exists
-            // then. It reads edx:eax and changes nothing else.
-            unsafe {
-                core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
-                    options(nomem, nostack, preserves_flags));
-            }
-            (u64::from(hi) << 32) | u64::from(lo)
-        } else {
-            0
-        };
+        let xcr0 = hardware_xcr0();
         let amd = l0.ebx == 0x6874_7541 && l0.edx == 0x6974_6E65 && l0.ecx == 0x444D_4163;
         let hidden = hidden_from_env();
         let (mut l1c, mut l7b, mut l7c, mut l7d, mut l71a, mut xcr0) =
@@ -439,6 +428,23 @@ pub fn get() -> Cpu {
     // Otherwise another thread (or the code this signal interrupted) is publishing the same
     // values: use our own copy rather than wait for it.
     c
+}
+
+/// XCR0 as the hardware reports it, ignoring `OF_CPU_HIDE`: the state components the OS saves
+/// and restores, which code this process runs (glibc's, a device's) may use. 0 without
+/// OSXSAVE (CPUID.1:ECX bit 27).
+pub(crate) fn hardware_xcr0() -> u64 {
+    if !bit(core::arch::x86_64::__cpuid_count(1, 0).ecx, 27) {
+        return 0;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: OSXSAVE says XGETBV is enabled; XCR0 (ecx = 0) always exists then. It reads
+    // edx:eax and changes nothing else.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// MXCSR_MASK of this CPU (Intel SDM Vol. 1 §11.6.6).

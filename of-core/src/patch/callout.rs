@@ -141,30 +141,21 @@ pub struct Record {
     pub plain_move: bool,
 }
 
-/// The vector state this CPU has, read from XCR0 itself (not `OF_CPU_HIDE`: what the device
-/// code may change is what the hardware has).
+/// The vector state this CPU has: what XCR0 itself enables, not what `OF_CPU_HIDE` makes
+/// `of` emulate (what device code may change is what the hardware has).
 pub fn saved_state() -> Saved {
-    let c = crate::cpu::get();
-    // CPUID.1:ECX.OSXSAVE (bit 27): XGETBV is available.
-    if (c.leaf1_ecx >> 27) & 1 == 0 {
-        return Saved::Sse;
-    }
-    let xcr0: u64;
-    // SAFETY: XGETBV with ECX = 0 reads XCR0; OSXSAVE says the OS enabled it.
-    unsafe {
-        let (lo, hi): (u32, u32);
-        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
-        xcr0 = u64::from(lo) | (u64::from(hi) << 32);
-    }
-    let avx512f = (c.leaf7_ebx >> 16) & 1 == 1;
-    let avx512bw = (c.leaf7_ebx >> 30) & 1 == 1;
-    if xcr0 & 0xE6 == 0xE6 && avx512f {
-        if avx512bw {
+    let xcr0 = crate::cpu::hardware_xcr0();
+    // XCR0 bits 1, 2: SSE and AVX state; 5, 6, 7: opmask, ZMM_Hi256, Hi16_ZMM (only settable
+    // on a CPU with AVX512F).
+    if xcr0 & 0xE6 == 0xE6 {
+        // CPUID.(EAX=7,ECX=0):EBX bit 30, AVX512BW: 64-bit opmasks (leaf 7 exists on any CPU
+        // with AVX-512).
+        if (core::arch::x86_64::__cpuid_count(7, 0).ebx >> 30) & 1 == 1 {
             Saved::Avx512Bw
         } else {
             Saved::Avx512F
         }
-    } else if xcr0 & 0b110 == 0b110 && (c.leaf1_ecx >> 28) & 1 == 1 {
+    } else if xcr0 & 0b110 == 0b110 {
         Saved::Avx
     } else {
         Saved::Sse
