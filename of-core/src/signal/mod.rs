@@ -587,8 +587,6 @@ pub fn set_runahead(on: bool) {
     RUNAHEAD.store(on, Ordering::Relaxed);
 }
 
-/// Run-ahead's view of the interrupted thread's code: only the page(s) the faulting
-/// instruction was fetched from, which the CPU has proven executable.
 /// Turns site patching (SPEC §6, [`crate::patch`]) on or off. Also set by `OF_PATCH=1` in the
 /// environment when the handler is installed. Off by default. Returns whether patching is on
 /// afterwards (turning it on fails where the kernel lacks core-serialising membarriers).
@@ -624,6 +622,8 @@ pub fn patching_enabled() -> bool {
     crate::patch::enabled()
 }
 
+/// Run-ahead's view of the interrupted thread's code: only the page(s) the faulting
+/// instruction was fetched from, which the CPU has proven executable.
 struct FetchedCode {
     start: u64,
     end: u64,
