@@ -264,19 +264,7 @@ pub fn vector_register_form(
             return Err(unsupported);
         }
     }
-    out[n] = 0xC3;
-    n += 1;
-    Ok(VectorForm {
-        form: RegisterForm {
-            bytes: out,
-            len: n,
-            scratch,
-            rsp_alias: None,
-        },
-        scratch_gpr,
-        evex: false,
-        never_underflows: never_underflows(instr.mnemonic()),
-    })
+    Ok(finish(out, n, scratch, scratch_gpr, false, instr))
 }
 
 /// The register form of an EVEX-encoded instruction (Intel SDM Vol. 2A §2.7): ModRM.rm names
@@ -444,17 +432,28 @@ pub fn evex_register_form(
             return Err(unsupported);
         }
     }
+    Ok(finish(out, n, scratch, gpr_operand, true, instr))
+}
+
+/// The [`VectorForm`] of the `n` encoded bytes in `out`, with the `ret` that ends it.
+fn finish(
+    mut out: [u8; 16],
+    n: usize,
+    scratch: usize,
+    scratch_gpr: bool,
+    evex: bool,
+    instr: &Instruction,
+) -> VectorForm {
     out[n] = 0xC3;
-    n += 1;
-    Ok(VectorForm {
+    VectorForm {
         form: RegisterForm {
             bytes: out,
-            len: n,
+            len: n + 1,
             scratch,
             rsp_alias: None,
         },
-        scratch_gpr: gpr_operand,
-        evex: true,
+        scratch_gpr,
+        evex,
         never_underflows: never_underflows(instr.mnemonic()),
-    })
+    }
 }
