@@ -12,33 +12,44 @@ fn enable() -> bool {
     on
 }
 
-/// Runs `add qword ptr [0x40], 1` (r8) from one site `n` times, each followed by a load from
-/// ordinary memory (so run-ahead stops there and every execution faults until the site is
-/// patched); returns r8 and the site's address.
-#[inline(never)]
-fn add_r8_loop(n: u64, start: u64) -> (u64, u64) {
-    let mut r8 = start;
-    let mut site: u64 = 0;
-    let word = 7u64;
-    for _ in 0..n {
-        // SAFETY: the page-0 access changes r8 (declared) and the status flags; the other
-        // instructions read `word` and write the declared outputs.
-        unsafe {
-            asm!(
-                "lea {s}, [rip + 2f]",
-                "2:",
-                "add qword ptr [0x40], 1",
-                "mov {t}, [{w}]",
-                s = out(reg) site,
-                t = out(reg) _,
-                w = in(reg) &word,
-                inout("r8") r8,
-                options(nostack),
-            )
-        };
-    }
-    (r8, site)
+/// `fn $name(n, start) -> (register, site)`: runs `add qword ptr [$slot], 1` on `$reg` (from
+/// `start`) from one site of its own `n` times, each followed by a load from ordinary memory
+/// (so run-ahead stops there and every execution faults until the site is patched); returns
+/// the register and the site's address.
+macro_rules! site_loop {
+    ($(#[$attr:meta])* $name:ident, $add:literal, $reg:tt) => {
+        $(#[$attr])*
+        #[inline(never)]
+        fn $name(n: u64, start: u64) -> (u64, u64) {
+            let mut value = start;
+            let mut site: u64 = 0;
+            let word = 7u64;
+            for _ in 0..n {
+                // SAFETY: the page-0 access changes the declared register and the status
+                // flags; the other instructions read `word` and write the declared outputs.
+                unsafe {
+                    asm!(
+                        "lea {s}, [rip + 2f]",
+                        "2:",
+                        $add,
+                        "mov {t}, [{w}]",
+                        s = out(reg) site,
+                        t = out(reg) _,
+                        w = in(reg) &word,
+                        inout($reg) value,
+                        options(nostack),
+                    )
+                };
+            }
+            (value, site)
+        }
+    };
 }
+
+site_loop!(
+    /// On r8.
+    add_r8_loop, "add qword ptr [0x40], 1", "r8"
+);
 
 #[test]
 fn a_hot_site_is_patched_and_computes_the_same() {
@@ -92,30 +103,10 @@ fn many_threads_run_a_site_while_it_is_patched() {
     assert!(after.patched > before.patched);
 }
 
-/// Like `add_r8_loop`, at a site of its own.
-#[inline(never)]
-fn shared_site_loop(n: u64, start: u64) -> (u64, u64) {
-    let mut r8 = start;
-    let mut site: u64 = 0;
-    let word = 7u64;
-    for _ in 0..n {
-        // SAFETY: as in `add_r8_loop`.
-        unsafe {
-            asm!(
-                "lea {s}, [rip + 2f]",
-                "2:",
-                "add qword ptr [0x40], 1",
-                "mov {t}, [{w}]",
-                s = out(reg) site,
-                t = out(reg) _,
-                w = in(reg) &word,
-                inout("r8") r8,
-                options(nostack),
-            )
-        };
-    }
-    (r8, site)
-}
+site_loop!(
+    /// Like `add_r8_loop`, at a site of its own.
+    shared_site_loop, "add qword ptr [0x40], 1", "r8"
+);
 
 /// Runs this test binary's test `name` in a child process with `OF_PATCH_CHILD=name`;
 /// returns its exit status and output.
@@ -220,30 +211,10 @@ fn a_timer_storm_inside_generated_code_changes_nothing() {
     );
 }
 
-/// Like `add_r8_loop` on r11, at a site of its own.
-#[inline(never)]
-fn storm_site_loop(n: u64, start: u64) -> (u64, u64) {
-    let mut r11 = start;
-    let mut site: u64 = 0;
-    let word = 7u64;
-    for _ in 0..n {
-        // SAFETY: as in `add_r8_loop`, on r11.
-        unsafe {
-            asm!(
-                "lea {s}, [rip + 2f]",
-                "2:",
-                "add qword ptr [0x58], 1",
-                "mov {t}, [{w}]",
-                s = out(reg) site,
-                t = out(reg) _,
-                w = in(reg) &word,
-                inout("r11") r11,
-                options(nostack),
-            )
-        };
-    }
-    (r11, site)
-}
+site_loop!(
+    /// Like `add_r8_loop` on r11, at a site of its own.
+    storm_site_loop, "add qword ptr [0x58], 1", "r11"
+);
 
 /// After `fork`, the patched site works in both processes; a site first reached in the child
 /// (which has no patcher thread) works on the fault path.
@@ -274,10 +245,10 @@ fn fork_keeps_patched_sites_working_in_both_processes() {
     );
 }
 
-#[inline(never)]
-fn fork_site_loop(n: u64, start: u64) -> (u64, u64) {
-    storm_like(n, start)
-}
+site_loop!(
+    /// On r10.
+    fork_site_loop, "add qword ptr [0x50], 1", "r10"
+);
 
 #[inline(never)]
 fn fork_child_only_loop(n: u64, start: u64) -> (u64, u64) {
@@ -297,30 +268,6 @@ fn fork_child_only_loop(n: u64, start: u64) -> (u64, u64) {
         };
     }
     (r9, 0)
-}
-
-#[inline(always)]
-fn storm_like(n: u64, start: u64) -> (u64, u64) {
-    let mut r10 = start;
-    let mut site: u64 = 0;
-    let word = 7u64;
-    for _ in 0..n {
-        // SAFETY: r10 += 1 through the map; a load from `word`.
-        unsafe {
-            asm!(
-                "lea {s}, [rip + 2f]",
-                "2:",
-                "add qword ptr [0x50], 1",
-                "mov {t}, [{w}]",
-                s = out(reg) site,
-                t = out(reg) _,
-                w = in(reg) &word,
-                inout("r10") r10,
-                options(nostack),
-            )
-        };
-    }
-    (r10, site)
 }
 
 /// A program whose own SIGSEGV handler was installed before `of`: patched sites work, and a
