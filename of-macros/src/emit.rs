@@ -79,22 +79,6 @@ pub(crate) fn asm_block(accesses: &[Access]) -> TokenStream {
     for (i, a) in accesses.iter().enumerate() {
         let v = format_ident!("__of_v{}", i);
         match a {
-            Access::Write {
-                view, value, span, ..
-            } => {
-                let t = ty(view.size, *span);
-                let r = operand_register();
-                pre.push(quote_spanned!(value.span()=> let #v: #t = #value;));
-                let rn = GPR64[r];
-                named.push(r);
-                operands.push(quote!(in(#rn) #v as u64));
-                template += &format!(
-                    "mov {} ptr [{:#x}], {}\n",
-                    ptr(view.size),
-                    view.off,
-                    reg_name(r, view.size)
-                );
-            }
             Access::Rmw {
                 view,
                 op,
@@ -107,15 +91,22 @@ pub(crate) fn asm_block(accesses: &[Access]) -> TokenStream {
                 pre.push(quote_spanned!(value.span()=> let _ = #value;));
                 template += &format!("{op} {} ptr [{:#x}], {n}\n", ptr(view.size), view.off);
             }
-            Access::Rmw {
+            Access::Write {
+                view, value, span, ..
+            }
+            | Access::Rmw {
                 view,
-                op,
                 value,
                 imm: None,
                 span,
                 ..
             } => {
-                if *op == "shl" || *op == "shr" {
+                // A store is `mov`; a read-modify-write its own operation.
+                let op = match a {
+                    Access::Rmw { op, .. } => *op,
+                    _ => "mov",
+                };
+                if op == "shl" || op == "shr" {
                     // Spanned at the count, so that rustc's error for a count that is not an
                     // integer points at it.
                     let count = Ident::new(&format!("__of_c{i}"), value.span());
