@@ -22,6 +22,42 @@ const STATES: usize = 5;
 
 #[test]
 fn patched_region_sites_match_ordinary_memory() {
+    differential(false);
+}
+
+/// The same forms with the base register short encodings use: no REX base, a disp8 or no
+/// displacement (`mov eax, dword ptr [rdi + 8]`, 3 bytes): the 2- to 4-byte sites are reached
+/// through a pun (a jump whose rel32 borrows the next instruction's bytes, `patch::pun`).
+#[test]
+fn short_patched_region_sites_match_ordinary_memory() {
+    differential(true);
+}
+
+/// A general-purpose register `i` does not name, for its base (the short encodings' registers
+/// first).
+fn free_base(i: &Instruction) -> Option<Register> {
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    let used: Vec<Register> = info
+        .info(i)
+        .used_registers()
+        .iter()
+        .map(|u| u.register().full_register())
+        .collect();
+    [
+        Register::RDI,
+        Register::RSI,
+        Register::RBX,
+        Register::RDX,
+        Register::RCX,
+        Register::RBP,
+        Register::RAX,
+        Register::R15,
+    ]
+    .into_iter()
+    .find(|r| !used.contains(r))
+}
+
+fn differential(short: bool) {
     of::map_registers().unwrap();
     if !of::engine::signal::set_patching(true) {
         eprintln!("site patching is not available on this kernel: nothing to test");
@@ -32,6 +68,7 @@ fn patched_region_sites_match_ordinary_memory() {
     let mut r = Rng(0xCA11_0015);
     let mut failures = Vec::new();
     let (mut cases, mut without_fault, mut sites_patched) = (0u64, 0u64, 0u64);
+    let (mut short_sites, mut short_patched) = (0u64, 0u64);
     let patched_before = of::engine::patch::stats().patched;
     for in_handler in [false, true] {
         let region = if in_handler {
@@ -48,10 +85,21 @@ fn patched_region_sites_match_ordinary_memory() {
             if size == 16 && i.code().encoding() == iced_x86::EncodingKind::Legacy {
                 disp &= !15; // legacy SSE: #GP when misaligned, on both sides
             }
-            i.set_memory_base(Register::R15);
+            let base = if short {
+                let Some(b) = free_base(&i) else { continue };
+                disp %= 128;
+                if size == 16 && i.code().encoding() == iced_x86::EncodingKind::Legacy {
+                    disp &= !15;
+                }
+                i.set_memory_displ_size(if disp == 0 { 0 } else { 1 });
+                b
+            } else {
+                i.set_memory_displ_size(8); // iced-x86: 8 is a disp32 with 64-bit addressing
+                Register::R15
+            };
+            i.set_memory_base(base);
             i.set_memory_index(Register::None);
             i.set_memory_displacement64(disp);
-            i.set_memory_displ_size(8); // iced-x86: 8 is a disp32 with 64-bit addressing
             i.set_segment_prefix(Register::None);
             if r.below(4) == 0 && i.op_code().can_use_lock_prefix() {
                 i.set_has_lock_prefix(true);
@@ -60,6 +108,8 @@ fn patched_region_sites_match_ordinary_memory() {
             let Some(h) = Fixed::new(|site| encode(&i, site)) else {
                 continue;
             };
+            let site_len = encode(&i, h.site()).map_or(0, |b| b.len());
+            let base_slot = base.number();
             let mut form_patched = false;
             for k in 0..STATES {
                 if k == 2 {
@@ -74,9 +124,9 @@ fn patched_region_sites_match_ordinary_memory() {
                 buf.copy_from_slice(&bytes0);
                 region.with_device(|d: &mut Memory| d.bytes.copy_from_slice(&bytes0));
                 let mut native_in = state;
-                native_in.gpr[15] = buf.as_mut_ptr() as u64;
+                native_in.gpr[base_slot] = buf.as_mut_ptr() as u64;
                 let mut region_in = state;
-                region_in.gpr[15] = region.as_ptr() as u64;
+                region_in.gpr[base_slot] = region.as_ptr() as u64;
                 let want = h.call(&native_in);
                 let faults = of::stats().faults;
                 let got = h.call(&region_in);
@@ -86,7 +136,18 @@ fn patched_region_sites_match_ordinary_memory() {
                 }
                 cases += 1;
                 let dev = region.with_device(|d: &mut Memory| d.bytes);
-                let diffs = differences(&want, &got, &buf, &dev);
+                // The base register holds each side's own address, unchanged: compared with
+                // the input, the rest with each other.
+                let mut same_base = got;
+                same_base.gpr[base_slot] = want.gpr[base_slot];
+                let mut diffs = differences(&want, &same_base, &buf, &dev);
+                for (side, input, output) in
+                    [("native", &native_in, &want), ("region", &region_in, &got)]
+                {
+                    if output.gpr[base_slot] != input.gpr[base_slot] {
+                        diffs.push(format!("the {side} base register changed"));
+                    }
+                }
                 if !diffs.is_empty() {
                     failures.push(format!(
                         "`{i}` ({}, run {k}): {}",
@@ -96,13 +157,19 @@ fn patched_region_sites_match_ordinary_memory() {
                 }
             }
             sites_patched += u64::from(form_patched);
+            if site_len < 5 {
+                short_sites += 1;
+                short_patched += u64::from(form_patched);
+            }
         }
     }
     let patched = of::engine::patch::stats().patched - patched_before;
     eprintln!(
-        "regions, patched: {} forms x 2 device modes, {cases} cases, {without_fault} region runs \
-         without a fault (through the call-out) at {sites_patched} sites; {patched} sites \
-         patched; {} mismatches",
+        "regions, patched{}: {} forms x 2 device modes, {cases} cases, {without_fault} region \
+         runs without a fault (through the call-out) at {sites_patched} sites, of which \
+         {short_patched} of {short_sites} sites shorter than 5 bytes; {patched} sites patched; \
+         {} mismatches",
+        if short { " (short encodings)" } else { "" },
         forms.len(),
         failures.len()
     );
@@ -117,6 +184,14 @@ fn patched_region_sites_match_ordinary_memory() {
         "only {sites_patched} of {} sites ran without a fault",
         2 * forms.len()
     );
+    if short {
+        // Hundreds of 2- to 4-byte sites, and most of them punned.
+        assert!(short_sites >= 100, "only {short_sites} short sites");
+        assert!(
+            short_patched * 4 >= short_sites * 3,
+            "only {short_patched} of {short_sites} short sites ran without a fault"
+        );
+    }
 }
 
 /// A device whose code clobbers vector state (xmm/ymm/zmm registers, opmasks, MXCSR's flags)

@@ -471,8 +471,9 @@ fn fast_move(m: &mut FrameMachine, rec: &Record) -> bool {
 /// Whether a region site's instruction gets a call-out; otherwise why not.
 ///
 /// # Errors
-/// A short reason: shorter than a `jmp rel32`, a control transfer, a stack or string form, an
-/// instruction naming rsp, or one that may raise an exception after its device access (`div`).
+/// A short reason: a control transfer, a stack or string form, an instruction naming rsp, or
+/// one that may raise an exception after its device access (`div`). (A site shorter than a
+/// `jmp rel32` is reached through a pun, [`super::pun`].)
 ///
 /// # Examples
 ///
@@ -483,15 +484,14 @@ fn fast_move(m: &mut FrameMachine, rec: &Record) -> bool {
 /// let p = |bytes: &[u8]| plan(&decode(bytes, 0).unwrap().0);
 /// // movzx eax, byte ptr [0x4000_0005]: an absolute device register.
 /// assert!(p(&[0x0F, 0xB6, 0x04, 0x25, 0x05, 0x00, 0x00, 0x40]).is_ok());
-/// // mov byte ptr [rdi], al: two bytes, no room for the jump.
-/// assert!(p(&[0x88, 0x07]).is_err());
+/// // mov byte ptr [rdi], al: a pointer-based device register (two bytes: punned).
+/// assert!(p(&[0x88, 0x07]).is_ok());
+/// // push qword ptr [rdi]: a stack form.
+/// assert!(p(&[0xFF, 0x37]).is_err());
 /// ```
 pub fn plan(instr: &Instruction) -> Result<(), &'static str> {
     use crate::emulate::table::{Kind, classify};
     use Mnemonic as M;
-    if instr.len() < 5 {
-        return Err("shorter than a jmp rel32");
-    }
     // CPUID.80000001H:ECX.LAHF-SAHF: the entries restore the status flags with sahf.
     if crate::cpu::get().ext1_ecx & 1 == 0 {
         return Err("no LAHF/SAHF in 64-bit mode on this CPU");

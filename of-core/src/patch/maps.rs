@@ -124,3 +124,18 @@ pub fn find(addr: u64, len: u64) -> Option<Mapping> {
         .filter_map(Mapping::parse)
         .find(|m| m.start <= addr && addr.saturating_add(len) <= m.end)
 }
+
+/// The first mapping whose path field is `name` (`[stack]`, `[heap]`), if there is one.
+///
+/// # Examples
+///
+/// ```
+/// let stack = of_core::patch::maps::named(b"[stack]").unwrap();
+/// assert!(stack.start < stack.end);
+/// ```
+pub fn named(name: &[u8]) -> Option<Mapping> {
+    let maps = read_maps()?;
+    maps.split(|&b| b == b'\n')
+        .find(|l| l.ends_with(name) && l.len() > name.len() && l[l.len() - name.len() - 1] == b' ')
+        .and_then(Mapping::parse)
+}

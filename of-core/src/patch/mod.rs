@@ -34,14 +34,18 @@ pub mod maps;
 pub mod plan;
 pub mod poke;
 pub mod pool;
+pub mod pun;
 pub mod trap;
 mod worker;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use iced_x86::Instruction;
 
-/// Number of sites the table tracks (direct-mapped by rip; a busy slot keeps its site).
-pub const SITES: usize = 1024;
+/// Number of sites the table tracks (hashed by rip, probing [`PROBE`] slots; a queued or
+/// patched site keeps its slot for good).
+pub const SITES: usize = 4096;
+/// Slots a site may occupy, from its hash on.
+const PROBE: usize = 8;
 
 const COLD: u64 = 0; // counting faults
 const QUEUED: u64 = 1; // waiting for the patcher thread
@@ -54,11 +58,26 @@ const REFUSED: u64 = 4; // not patchable (form, mapping or the system said no)
 struct Site {
     ctl: AtomicU64,
     orig: [AtomicU64; 2],
-    /// The rel32 of the site's jump to its generated code, once chosen (bits 0..32), with bit 32
-    /// set when valid.
+    /// The bytes the patch writes at the site, once chosen ([`patch_word`]).
     jump: AtomicU64,
     /// Whether the faults counted touched a trapped region (the site gets a call-out).
     region: AtomicBool,
+}
+
+/// Packs the bytes a patch writes at its site (the first 5 at most: a `jmp rel32`, or a whole
+/// shorter site's pun) into a [`Site::jump`] word: bytes in bits 0..40, their count in bits
+/// 40..44 (0: none chosen).
+fn patch_word(bytes: &[u8]) -> u64 {
+    let n = bytes.len().min(5);
+    let mut b = [0u8; 8];
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(b) | (n as u64) << 40
+}
+
+/// Whether `now` (the bytes at a site) begins with the patch packed in `word`.
+fn is_patch(word: u64, now: &[u8]) -> bool {
+    let n = ((word >> 40) & 0xF) as usize;
+    n != 0 && now.len() >= n && now[..n] == word.to_le_bytes()[..n]
 }
 
 static TABLE: [Site; SITES] = [const {
@@ -85,7 +104,30 @@ const fn count_of(ctl: u64) -> u64 {
 
 fn index(rip: u64) -> usize {
     // Fibonacci hashing: instruction addresses are not uniformly spread in the low bits.
-    (rip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % SITES
+    (rip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % SITES
+}
+
+/// The slot that holds `rip`, if one does.
+fn holding(rip: u64) -> Option<usize> {
+    (0..PROBE)
+        .map(|i| (index(rip) + i) % SITES)
+        .find(|&i| rip_of(TABLE[i].ctl.load(Ordering::Acquire)) == rip)
+}
+
+/// The slot for counting `rip`: the one that holds it, else the first that is merely counting
+/// another site or holds a refused one (which `rip` may take over), else its hash's.
+fn slot_for(rip: u64) -> usize {
+    holding(rip).unwrap_or_else(|| {
+        (0..PROBE)
+            .map(|i| (index(rip) + i) % SITES)
+            .find(|&i| {
+                matches!(
+                    state_of(TABLE[i].ctl.load(Ordering::Acquire)),
+                    COLD | REFUSED
+                )
+            })
+            .unwrap_or(index(rip))
+    })
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -273,7 +315,8 @@ pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction, region: bo
     if !enabled() || rip >> 48 != 0 || !worker::alive_here() || pool::in_generated_code(rip) {
         return;
     }
-    let s = &TABLE[index(rip)];
+    let slot = slot_for(rip);
+    let s = &TABLE[slot];
     let mut now = [0u8; 16];
     let n = bytes.len().min(16).min(instr.len());
     now[..n].copy_from_slice(&bytes[..n]);
@@ -312,7 +355,7 @@ pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction, region: bo
                 .compare_exchange(ctl, queued, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                if worker::push(index(rip) as u32) {
+                if worker::push(slot as u32) {
                     QUEUED_N.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // The queue is full: count again later.
@@ -352,20 +395,17 @@ pub fn original_instruction(rip: u64, bytes: &mut [u8; 16]) -> bool {
     if !EVER.load(Ordering::Relaxed) {
         return false;
     }
-    let s = &TABLE[index(rip)];
+    let Some(slot) = holding(rip) else {
+        return false;
+    };
+    let s = &TABLE[slot];
     let ctl = s.ctl.load(Ordering::Acquire);
     if rip_of(ctl) != rip {
         return false;
     }
-    let jump = s.jump.load(Ordering::Acquire);
     let ours = match state_of(ctl) {
         PATCHING => true,
-        PATCHED => {
-            bytes[0] == 0xCC
-                || (bytes[0] == 0xE9
-                    && jump >> 32 == 1
-                    && bytes[1..5] == (jump as u32).to_le_bytes())
-        }
+        PATCHED => bytes[0] == 0xCC || is_patch(s.jump.load(Ordering::Acquire), &bytes[..]),
         _ => false,
     };
     if ours {
@@ -376,19 +416,20 @@ pub fn original_instruction(rip: u64, bytes: &mut [u8; 16]) -> bool {
 
 /// Whether the bytes at `rip` are still site `s`'s jump (or the int3 of its patch).
 fn still_jumps(s: &Site, rip: u64) -> bool {
+    let word = s.jump.load(Ordering::Acquire);
     let mut b = [0u8; 5];
-    if crate::signal::context::read_memory(rip, &mut b).is_err() {
+    let n = (((word >> 40) & 0xF) as usize).clamp(1, 5);
+    if crate::signal::context::read_memory(rip, &mut b[..n]).is_err() {
         return false;
     }
-    let jump = s.jump.load(Ordering::Acquire);
-    b[0] == 0xCC || (b[0] == 0xE9 && jump >> 32 == 1 && b[1..5] == (jump as u32).to_le_bytes())
+    b[0] == 0xCC || is_patch(word, &b[..n])
 }
 
 /// The original bytes of a site whose patch is in progress at `rip`, or just completed (a
 /// thread that executed the `int3` may get to its handler after the jump is in place), for the
 /// SIGTRAP handler.
 fn patching_at(rip: u64) -> Option<[u8; 16]> {
-    let s = &TABLE[index(rip)];
+    let s = &TABLE[holding(rip)?];
     let ctl = s.ctl.load(Ordering::Acquire);
     (rip_of(ctl) == rip && matches!(state_of(ctl), PATCHING | PATCHED)).then(|| orig_bytes(s))
 }

@@ -12,14 +12,45 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Chunks recorded for [`in_generated_code`]: base (bits 12..64) | pages (bits 0..12).
-static CHUNKS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+static CHUNKS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
 static NCHUNKS: AtomicUsize = AtomicUsize::new(0);
 
-fn record(base: u64, len: u64) {
-    let i = NCHUNKS.fetch_add(1, Ordering::AcqRel);
-    if let Some(slot) = CHUNKS.get(i) {
-        slot.store(base | (len >> 12), Ordering::Release);
+/// Records `base .. base + len` as generated code. Returns false when the record is full (the
+/// caller then does not use the memory for code).
+pub(super) fn record(base: u64, len: u64) -> bool {
+    let i = NCHUNKS.load(Ordering::Acquire);
+    let Some(slot) = CHUNKS.get(i) else {
+        return false;
+    };
+    slot.store(base | (len >> 12), Ordering::Release);
+    NCHUNKS.store(i + 1, Ordering::Release);
+    true
+}
+
+/// Maps `len` bytes of anonymous private memory at exactly `addr` with `prot`, never replacing
+/// a mapping (`MAP_FIXED_NOREPLACE`). Returns whether it did.
+pub(super) fn map_fixed(addr: u64, len: u64, prot: i32) -> bool {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len as usize,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
     }
+    if p as u64 == addr {
+        return true;
+    }
+    // An old kernel treated the flag as a hint and placed it elsewhere.
+    // SAFETY: the mapping we just made.
+    unsafe { libc::munmap(p, len as usize) };
+    false
 }
 
 /// Whether `addr` lies in memory holding generated code (async-signal-safe; for diagnostics
@@ -68,26 +99,9 @@ fn map_near(site: u64, len: u64, prot: i32) -> Option<u64> {
             if hint < 0x10_0000 || hint >> 47 != 0 || hint.abs_diff(site) > REACH {
                 continue;
             }
-            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-            let p = unsafe {
-                libc::mmap(
-                    hint as *mut libc::c_void,
-                    len as usize,
-                    prot,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                continue;
-            }
-            if p as u64 == hint {
+            if map_fixed(hint, len, prot) {
                 return Some(hint);
             }
-            // An old kernel treated the flag as a hint and placed it elsewhere.
-            // SAFETY: the mapping we just made.
-            unsafe { libc::munmap(p, len as usize) };
         }
     }
     None
@@ -121,7 +135,11 @@ impl Pool {
                 Some(i) => i,
                 None => {
                     let base = map_near(site, CHUNK, libc::PROT_READ | libc::PROT_EXEC)?;
-                    record(base, CHUNK);
+                    if !record(base, CHUNK) {
+                        // SAFETY: the mapping map_near just made, unused.
+                        unsafe { libc::munmap(base as *mut libc::c_void, CHUNK as usize) };
+                        return None;
+                    }
                     self.chunks.push(Chunk {
                         base,
                         len: CHUNK,
@@ -140,7 +158,11 @@ impl Pool {
             Some(at)
         } else {
             let base = map_near(site, 4096, libc::PROT_READ | libc::PROT_WRITE)?;
-            record(base, 4096);
+            if !record(base, 4096) {
+                // SAFETY: the mapping map_near just made, unused.
+                unsafe { libc::munmap(base as *mut libc::c_void, 4096) };
+                return None;
+            }
             let code = encode(base)?;
             if code.len() > 4096 {
                 return None;

@@ -5,8 +5,9 @@
 use super::callout;
 use super::plan::{plan, trampoline};
 use super::pool::Pool;
+use super::pun::Puns;
 use super::{COLD, PATCHED, PATCHING, QUEUED, REFUSED, TABLE, pack, rip_of, state_of};
-use super::{PATCHED_N, REFUSED_N, STALE_N, maps, orig_bytes, poke};
+use super::{PATCHED_N, REFUSED_N, STALE_N, maps, orig_bytes, patch_word, poke};
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 const QUEUE_LEN: u32 = 64;
@@ -97,6 +98,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
     }
     let mut pool = Pool::default();
+    let mut puns = Puns::default();
     loop {
         let seen = WORK.load(Ordering::Acquire);
         let h = HEAD.load(Ordering::Acquire);
@@ -109,7 +111,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             crate::futex::wait(&WORK, seen);
             continue;
         }
-        process(&mut pool, (v - 1) as usize);
+        process(&mut pool, &mut puns, (v - 1) as usize);
         HEAD.store(h.wrapping_add(1), Ordering::Release);
         DONE.fetch_add(1, Ordering::Release);
         crate::futex::wake_all(&DONE);
@@ -117,7 +119,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 /// Plans, generates and pokes one queued site.
-fn process(pool: &mut Pool, index: usize) {
+fn process(pool: &mut Pool, puns: &mut Puns, index: usize) {
     let s = &TABLE[index];
     let ctl = s.ctl.load(Ordering::Acquire);
     if state_of(ctl) != QUEUED {
@@ -170,9 +172,17 @@ fn process(pool: &mut Pool, index: usize) {
     if !m.private || m.prot & libc::PROT_EXEC == 0 {
         return refuse();
     }
-    let Some(w) = poke::writer(rip, 5, m.prot) else {
+    // A site of 5 bytes or more gets a `jmp rel32` (its first 5 bytes); a shorter one (only
+    // region sites: page-0 operands are absolute) a pun covering its own bytes ([`super::pun`]).
+    let short = len < 5;
+    let written = len.min(5);
+    let Some(w) = poke::writer(rip, written, m.prot) else {
         return refuse();
     };
+    // Bytes a pun borrows never change.
+    if puns.pinned(rip, written as u64) {
+        return refuse();
+    }
     let at = match p {
         Some(p) => pool.place(rip, |at| trampoline(&instr, &p, at).ok()),
         None => {
@@ -194,23 +204,33 @@ fn process(pool: &mut Pool, index: usize) {
     let Some(at) = at else {
         return refuse();
     };
-    let rel = at.wrapping_sub(rip + 5) as i64;
-    if rel != i64::from(rel as i32) {
-        return refuse();
-    }
-    s.jump
-        .store((1 << 32) | u64::from(rel as i32 as u32), Ordering::Release);
-    let rel = (rel as i32).to_le_bytes();
+    let bytes = if short {
+        let Some(c) = puns.choose(rip, len, m.end, at, w) else {
+            return refuse();
+        };
+        c.bytes
+    } else {
+        let rel = at.wrapping_sub(rip + 5) as i64;
+        if rel != i64::from(rel as i32) {
+            return refuse();
+        }
+        let mut b = alloc::vec![0xE9];
+        b.extend_from_slice(&(rel as i32).to_le_bytes());
+        b
+    };
+    s.jump.store(patch_word(&bytes), Ordering::Release);
     let patching = pack(rip, PATCHING, 0);
     if s.ctl
         .compare_exchange(ctl, patching, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
+        puns.unpin(rip);
         return;
     }
     // Linux's text_poke_bp: int3 first, serialise, the tail, serialise, the first byte,
     // serialise. A thread reaching the site meanwhile takes the int3 (see `trap`).
     if !poke::write(w, rip, &[0xCC]) {
+        puns.unpin(rip);
         REFUSED_N.fetch_add(1, Ordering::Relaxed);
         s.ctl.store(pack(rip, REFUSED, 0), Ordering::Release);
         return;
@@ -221,18 +241,19 @@ fn process(pool: &mut Pool, index: usize) {
         // SAFETY: usleep has no preconditions (the test aid of `set_int3_pause`).
         unsafe { libc::usleep(pause) };
     }
-    if !poke::write(w, rip + 1, &rel) {
+    if !poke::write(w, rip + 1, &bytes[1..]) {
         // Put the first byte back; if even that fails the int3 stays and every execution of
         // the site is emulated by the trap handler (the state stays PATCHING).
         if poke::write(w, rip, &orig[..1]) {
             poke::sync_core();
+            puns.unpin(rip);
             REFUSED_N.fetch_add(1, Ordering::Relaxed);
             s.ctl.store(pack(rip, REFUSED, 0), Ordering::Release);
         }
         return;
     }
     poke::sync_core();
-    if !poke::write(w, rip, &[0xE9]) {
+    if !poke::write(w, rip, &bytes[..1]) {
         return;
     }
     poke::sync_core();
