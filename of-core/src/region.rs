@@ -231,6 +231,31 @@ pub fn any() -> bool {
     COUNT.load(Ordering::Acquire) != 0
 }
 
+/// Whether any access of `instr` (of family `kind`) with the registers of `m` lies in a region
+/// (false at once while no region exists).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::decode::decode;
+/// use of_core::emulate::table::classify;
+///
+/// let m = of_core::RegisterFile::default();
+/// let (i, _) = decode(&[0x8B, 0x07], 0).unwrap(); // mov eax, dword ptr [rdi]
+/// assert!(!of_core::region::touched_by(&m, &i, classify(&i))); // rdi = 0: page 0
+/// ```
+pub fn touched_by<M: crate::machine::Machine + ?Sized>(
+    m: &M,
+    instr: &iced_x86::Instruction,
+    kind: crate::emulate::table::Kind,
+) -> bool {
+    any()
+        && crate::emulate::operands::accesses(m, instr, kind)
+            .as_slice()
+            .iter()
+            .any(|a| find(a.addr, 1).is_some())
+}
+
 /// Whether `addr` lies in a region.
 ///
 /// # Examples

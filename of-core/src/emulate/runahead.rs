@@ -233,6 +233,19 @@ pub trait CodeSource {
     ) {
         let _ = (instr, bytes, before, after);
     }
+
+    /// Whether the source wants [`CodeSource::region_site`] calls (the fault handler's does
+    /// while site patching is on and a trapped region exists: run-ahead's device accesses are
+    /// sites too). The default says no.
+    fn counts_region_sites(&self) -> bool {
+        false
+    }
+
+    /// Called after run-ahead emulated `instr` (its `bytes`), which accessed a trapped region,
+    /// when [`CodeSource::counts_region_sites`] is on.
+    fn region_site(&mut self, instr: &Instruction, bytes: &[u8]) {
+        let _ = (instr, bytes);
+    }
 }
 
 /// How often [`CodeSource::signal_pending`] is asked, in instructions.
@@ -751,7 +764,15 @@ pub fn run<M: Machine + ?Sized, S: CodeSource + ?Sized>(
             match kind {
                 Kind::Unsupported(_) | Kind::NoAccess => false,
                 _ if !map_only(m, instr, kind) => false,
-                _ => super::execute(m, instr, &bytes[..n], offsets, kind).is_ok(),
+                _ => {
+                    let region =
+                        src.counts_region_sites() && crate::region::touched_by(m, instr, kind);
+                    let ok = super::execute(m, instr, &bytes[..n], offsets, kind).is_ok();
+                    if ok && region {
+                        src.region_site(instr, &bytes[..instr.len()]);
+                    }
+                    ok
+                }
             }
         } else {
             m.set_rip(instr.next_ip());

@@ -368,6 +368,11 @@ pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction, region: bo
             .compare_exchange(ctl, next, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            // Remember whether the site touched a region (the patcher patches a short site's
+            // successors first when they are region sites: `worker`).
+            if rip_of(ctl) != rip || region {
+                s.region.store(region, Ordering::Release);
+            }
             return;
         }
     }

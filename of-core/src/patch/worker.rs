@@ -111,15 +111,65 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             crate::futex::wait(&WORK, seen);
             continue;
         }
-        process(&mut pool, &mut puns, (v - 1) as usize);
+        process(&mut pool, &mut puns, (v - 1) as usize, 0);
         HEAD.store(h.wrapping_add(1), Ordering::Release);
         DONE.fetch_add(1, Ordering::Release);
         crate::futex::wake_all(&DONE);
     }
 }
 
-/// Plans, generates and pokes one queued site.
-fn process(pool: &mut Pool, puns: &mut Puns, index: usize) {
+/// Patches first the region sites a pun at `rip` (a site of `len` bytes) may borrow bytes of —
+/// the instructions that start in the 4 bytes after it, when they are region sites the fault
+/// handler has counted — so the pun borrows their final bytes instead of pinning them
+/// unpatched (E9Patch's *successor eviction*). `depth` bounds the chain.
+fn patch_successors(pool: &mut Pool, puns: &mut Puns, rip: u64, len: usize, depth: u32) {
+    if depth >= 4 {
+        return;
+    }
+    let end = rip + len as u64 + 4;
+    let mut at = rip + len as u64;
+    while at < end {
+        let mut bytes = [0u8; 16];
+        if crate::signal::context::read_memory(at, &mut bytes).is_err() {
+            return;
+        }
+        let Ok((next, _)) = crate::decode::decode(&bytes, at) else {
+            return;
+        };
+        if let Some(slot) = super::holding(at) {
+            let s = &TABLE[slot];
+            let ctl = s.ctl.load(Ordering::Acquire);
+            if s.region.load(Ordering::Acquire) && matches!(state_of(ctl), COLD | QUEUED) {
+                let queued = pack(at, QUEUED, 0);
+                if state_of(ctl) == COLD {
+                    s.orig[0].store(
+                        u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])),
+                        Ordering::Release,
+                    );
+                    s.orig[1].store(
+                        u64::from_le_bytes(bytes[8..].try_into().unwrap_or([0; 8])),
+                        Ordering::Release,
+                    );
+                }
+                let claimed = state_of(ctl) == QUEUED
+                    || s.ctl
+                        .compare_exchange(ctl, queued, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok();
+                if claimed {
+                    if state_of(ctl) == COLD {
+                        super::QUEUED_N.fetch_add(1, Ordering::Relaxed);
+                    }
+                    process(pool, puns, slot, depth + 1);
+                }
+            }
+        }
+        at += next.len() as u64;
+    }
+}
+
+/// Plans, generates and pokes one queued site (`depth`: how many short sites wait for this
+/// one, [`patch_successors`]).
+fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
     let s = &TABLE[index];
     let ctl = s.ctl.load(Ordering::Acquire);
     if state_of(ctl) != QUEUED {
@@ -205,6 +255,7 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize) {
         return refuse();
     };
     let bytes = if short {
+        patch_successors(pool, puns, rip, len, depth);
         let Some(c) = puns.choose(rip, len, m.end, at, w) else {
             return refuse();
         };

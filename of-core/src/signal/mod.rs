@@ -468,14 +468,7 @@ pub(crate) fn bus_for(
 
 /// Whether any access of `instr` lies in a trapped region (only looked at while regions exist).
 fn touches_region(m: &SignalContext, instr: &iced_x86::Instruction) -> bool {
-    if !crate::region::any() {
-        return false;
-    }
-    let kind = emulate::table::classify(instr);
-    emulate::operands::accesses(m, instr, kind)
-        .as_slice()
-        .iter()
-        .any(|a| crate::region::find(a.addr, 1).is_some())
+    crate::region::any() && crate::region::touched_by(m, instr, emulate::table::classify(instr))
 }
 
 /// Faulting instructions after which run-ahead recently found nothing to do (the next
@@ -669,6 +662,14 @@ impl emulate::runahead::CodeSource for FetchedCode {
         after: &crate::trace::Snap,
     ) {
         crate::trace::emit("run-ahead", instr, bytes, before, after);
+    }
+
+    fn counts_region_sites(&self) -> bool {
+        crate::patch::enabled() && crate::region::any()
+    }
+
+    fn region_site(&mut self, instr: &iced_x86::Instruction, bytes: &[u8]) {
+        crate::patch::on_emulated_fault(instr.ip(), bytes, instr, true);
     }
 
     fn signal_pending(&mut self) -> bool {
