@@ -518,3 +518,202 @@ fn consecutive_short_sites_on_many_threads() {
         "{faults} faults: the patches did not take"
     );
 }
+
+/// A device whose code overwrites every vector register and opmask the CPU has.
+struct ClobberAll;
+
+impl ClobberAll {
+    fn clobber() {
+        // SAFETY: only registers the asm names as clobbered are written.
+        unsafe {
+            std::arch::asm!(
+                "pcmpeqd xmm0, xmm0", "pcmpeqd xmm1, xmm1", "pcmpeqd xmm2, xmm2",
+                "pcmpeqd xmm3, xmm3", "pcmpeqd xmm4, xmm4", "pcmpeqd xmm5, xmm5",
+                "pcmpeqd xmm6, xmm6", "pcmpeqd xmm7, xmm7", "pcmpeqd xmm8, xmm8",
+                "pcmpeqd xmm9, xmm9", "pcmpeqd xmm10, xmm10", "pcmpeqd xmm11, xmm11",
+                "pcmpeqd xmm12, xmm12", "pcmpeqd xmm13, xmm13", "pcmpeqd xmm14, xmm14",
+                "pcmpeqd xmm15, xmm15",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+                out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+                out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _,
+                out("xmm14") _, out("xmm15") _,
+            );
+            if std::arch::is_x86_feature_detected!("avx2") {
+                std::arch::asm!(
+                    "vpcmpeqd ymm3, ymm3, ymm3", "vpcmpeqd ymm9, ymm9, ymm9",
+                    out("ymm3") _, out("ymm9") _,
+                );
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                std::arch::asm!(
+                    "vpternlogd zmm2, zmm2, zmm2, 0xff", "vpternlogd zmm5, zmm5, zmm5, 0xff",
+                    "vpternlogd zmm20, zmm20, zmm20, 0xff", "vpternlogd zmm31, zmm31, zmm31, 0xff",
+                    "kxnorw k1, k1, k1", "kxnorw k2, k2, k2",
+                    out("zmm2") _, out("zmm5") _, out("zmm20") _, out("zmm31") _,
+                    out("k1") _, out("k2") _,
+                );
+            }
+        }
+    }
+}
+
+impl of::region::Device for ClobberAll {
+    fn read(&mut self, _: u64, data: &mut [u8]) {
+        Self::clobber();
+        data.fill(0x5A);
+    }
+    fn write(&mut self, _: u64, _: &[u8]) {
+        Self::clobber();
+    }
+}
+
+/// The call-out saves only the vector registers the code after a site may read
+/// (`patch::liveness`): registers read after a branch, around a loop, after a partial
+/// (legacy SSE) or merge-masked write, or by a called function, must all survive device
+/// code that overwrites every register.
+#[test]
+fn vector_registers_live_after_a_site_survive_on_every_path() {
+    use iced_x86::code_asm::*;
+    of::map_registers().unwrap();
+    if !of::engine::signal::set_patching(true) {
+        eprintln!("site patching is not available on this kernel: nothing to test");
+        return;
+    }
+    let avx = std::arch::is_x86_feature_detected!("avx2");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    // SAFETY: `ClobberAll` touches only registers and `data`: async-signal-safe.
+    let region = unsafe { Region::new_in_handler(16, ClobberAll) }.unwrap();
+    // Each shape: f(input = rdi, output = rsi, region = rdx) loads registers from the input,
+    // runs `mov eax, dword ptr [rdx + 4]` (disp32: the site), then code that stores the
+    // register under test to the output on some path.
+    type Shape = fn(&mut CodeAssembler);
+    let mut shapes: Vec<(&str, usize, Shape)> = vec![
+        ("xmm9 read after a conditional branch, both ways", 16, |a| {
+            a.movdqu(xmm9, xmmword_ptr(rdi)).unwrap();
+            site(a);
+            let mut other = a.create_label();
+            a.test(eax, eax).unwrap();
+            a.jz(other).unwrap();
+            a.movdqu(xmmword_ptr(rsi), xmm9).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut other).unwrap();
+            a.movdqu(xmmword_ptr(rsi), xmm9).unwrap();
+            a.ret().unwrap();
+        }),
+        (
+            "xmm2 read by a called function (an argument register)",
+            16,
+            |a| {
+                a.movdqu(xmm2, xmmword_ptr(rdi)).unwrap();
+                site(a);
+                let mut callee = a.create_label();
+                a.call(callee).unwrap();
+                a.ret().unwrap();
+                a.set_label(&mut callee).unwrap();
+                a.movdqu(xmmword_ptr(rsi), xmm2).unwrap();
+                a.ret().unwrap();
+            },
+        ),
+        ("xmm13 read at the top of a loop the site is in", 16, |a| {
+            a.movdqu(xmm13, xmmword_ptr(rdi)).unwrap();
+            a.mov(ecx, 3).unwrap();
+            let mut top = a.create_label();
+            a.set_label(&mut top).unwrap();
+            a.movdqu(xmmword_ptr(rsi), xmm13).unwrap();
+            site(a);
+            a.dec(ecx).unwrap();
+            a.jnz(top).unwrap();
+            a.ret().unwrap();
+        }),
+    ];
+    if avx {
+        shapes.push(("ymm3 read after a legacy SSE write to xmm3", 32, |a| {
+            a.vmovdqu(ymm3, ymmword_ptr(rdi)).unwrap();
+            site(a);
+            a.pxor(xmm4, xmm4).unwrap();
+            a.movaps(xmm3, xmm4).unwrap(); // writes bits 127:0, keeps 255:128
+            a.vmovdqu(ymmword_ptr(rsi), ymm3).unwrap();
+            a.vzeroupper().unwrap();
+            a.ret().unwrap();
+        }));
+    }
+    if avx512 {
+        shapes.push((
+            "zmm5 read after a merge-masked write (k2 read too)",
+            64,
+            |a| {
+                a.vmovdqu64(zmm5, zmmword_ptr(rdi)).unwrap();
+                a.mov(eax, 0x0F).unwrap();
+                a.kmovw(k2, eax).unwrap();
+                site(a);
+                a.vpxord(zmm6, zmm6, zmm6).unwrap();
+                a.vmovdqa32(zmm5.k2(), zmm6).unwrap(); // dwords 0..4 from zmm6 (0), the rest kept
+                a.vmovdqu64(zmmword_ptr(rsi), zmm5).unwrap();
+                a.ret().unwrap();
+            },
+        ));
+        shapes.push(("zmm20 read after a forward jump", 64, |a| {
+            a.vmovdqu64(zmm20, zmmword_ptr(rdi)).unwrap();
+            site(a);
+            let mut later = a.create_label();
+            a.jmp(later).unwrap();
+            a.ud2().unwrap();
+            a.set_label(&mut later).unwrap();
+            a.vmovdqu64(zmmword_ptr(rsi), zmm20).unwrap();
+            a.ret().unwrap();
+        }));
+    }
+    fn site(a: &mut CodeAssembler) {
+        a.add_instruction(
+            iced_x86::Instruction::with2(
+                iced_x86::Code::Mov_r32_rm32,
+                Register::EAX,
+                iced_x86::MemoryOperand::new(
+                    Register::RDX,
+                    Register::None,
+                    1,
+                    4,
+                    8,
+                    false,
+                    Register::None,
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    }
+    let mut r = Rng(0x11BE_0015);
+    for (what, width, shape) in shapes {
+        let page = Fixed::raw_page();
+        let mut a = CodeAssembler::new(64).unwrap();
+        shape(&mut a);
+        let code = a.assemble(page as u64).unwrap();
+        // SAFETY: our read-write-execute page, large enough.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+        // SAFETY: the page holds the shape assembled above.
+        let f: extern "sysv64" fn(*mut u8, *mut u8, *mut u8) = unsafe { std::mem::transmute(page) };
+        let mut faults_after = 0;
+        for run in 0..6 {
+            if run == 2 {
+                of::engine::patch::flush();
+                faults_after = of::stats().faults;
+            }
+            let mut input = [0u8; 64];
+            input.iter_mut().for_each(|b| *b = r.next() as u8);
+            let mut want = input;
+            let mut output = [0u8; 64];
+            f(input.as_mut_ptr(), output.as_mut_ptr(), region.as_ptr());
+            if what.starts_with("ymm3") || what.starts_with("zmm5") {
+                want[..16].copy_from_slice(&[0; 16]); // the part the partial write wrote
+            }
+            assert_eq!(
+                output[..width],
+                want[..width],
+                "{what}, run {run}: the register changed across the region access"
+            );
+        }
+        let faults = of::stats().faults - faults_after;
+        eprintln!("liveness: {what}: 6 runs, {faults} faults after patching");
+        assert_eq!(faults, 0, "{what}: the site was not patched");
+    }
+}

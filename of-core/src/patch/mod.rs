@@ -30,6 +30,7 @@
 //! patched stay patched (they are exact).
 
 pub mod callout;
+pub mod liveness;
 pub mod maps;
 pub mod plan;
 pub mod poke;
@@ -222,6 +223,7 @@ pub fn enabled() -> bool {
 /// assert!(!of_core::patch::enabled());
 /// ```
 pub fn enable() -> bool {
+    callout::read_save_all();
     if !poke::register_sync_core() {
         return false;
     }
@@ -417,6 +419,13 @@ pub fn original_instruction(rip: u64, bytes: &mut [u8; 16]) -> bool {
         *bytes = orig_bytes(s);
     }
     ours
+}
+
+/// The original bytes of the site at `addr` if it is patched or being patched (its bytes now
+/// are a jump or an `int3`), for the patcher's analyses.
+fn patched_original(addr: u64) -> Option<[u8; 16]> {
+    let s = &TABLE[holding(addr)?];
+    matches!(state_of(s.ctl.load(Ordering::Acquire)), PATCHING | PATCHED).then(|| orig_bytes(s))
 }
 
 /// Whether the bytes at `rip` are still site `s`'s jump (or the int3 of its patch).

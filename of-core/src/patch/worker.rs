@@ -2,12 +2,12 @@
 //! atomics and a futex wake); the thread, which blocks every signal so it never takes one meant
 //! for the program, plans, generates and pokes each site in ordinary code.
 
-use super::callout;
 use super::plan::{plan, trampoline};
 use super::pool::Pool;
 use super::pun::Puns;
 use super::{COLD, PATCHED, PATCHING, QUEUED, REFUSED, TABLE, pack, rip_of, state_of};
 use super::{PATCHED_N, REFUSED_N, STALE_N, maps, orig_bytes, patch_word, poke};
+use super::{callout, liveness};
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 const QUEUE_LEN: u32 = 64;
@@ -167,6 +167,34 @@ fn patch_successors(pool: &mut Pool, puns: &mut Puns, rip: u64, len: usize, dept
     }
 }
 
+/// The vector registers and opmasks a call-out for `instr` saves: those the site uses and those
+/// the code after it may read ([`liveness`]), or all of them under `OF_PATCH_SAVE_ALL=1`.
+fn vector_registers_to_save(instr: &iced_x86::Instruction) -> liveness::Regs {
+    if callout::save_all() {
+        return liveness::ALL;
+    }
+    let (reads, writes) = liveness::uses(instr);
+    // Every register the instruction names, written in part or whole.
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    let named = info
+        .info(instr)
+        .used_registers()
+        .iter()
+        .fold(0, |m, u| m | liveness::bit(u.register()));
+    let after = liveness::live_after(instr, |addr, buf| {
+        // A patched site's own bytes are a jump: read its original instruction instead.
+        if let Some(orig) = super::patched_original(addr) {
+            *buf = orig;
+            return 16;
+        }
+        (1..=16)
+            .rev()
+            .find(|&n| crate::signal::context::read_memory(addr, &mut buf[..n]).is_ok())
+            .unwrap_or(0)
+    });
+    reads | writes | named | after
+}
+
 /// Plans, generates and pokes one queued site (`depth`: how many short sites wait for this
 /// one, [`patch_successors`]).
 fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
@@ -239,16 +267,19 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
             let Ok((_, offsets)) = crate::decode::decode(&orig, rip) else {
                 return refuse();
             };
-            let rec = callout::record(&instr, &orig, offsets);
             let saved = callout::saved_state();
-            let at = pool.place(rip, |at| {
-                callout::stub(&instr, rec as *const callout::Record as u64, saved, at).ok()
-            });
-            if let Some(at) = at {
-                rec.fallback
-                    .store(at + callout::FALLBACK, Ordering::Release);
-            }
-            at
+            let regs = vector_registers_to_save(&instr);
+            let rec = callout::record(&instr, &orig, offsets, saved, regs);
+            pool.place(rip, |at| {
+                callout::stub(
+                    &instr,
+                    rec as *const callout::Record as u64,
+                    saved,
+                    regs,
+                    at,
+                )
+                .ok()
+            })
         }
     };
     let Some(at) = at else {
