@@ -717,3 +717,53 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
         assert_eq!(faults, 0, "{what}: the site was not patched");
     }
 }
+
+/// The bus's bias (`region::bus`): threads take turns on one region through patched
+/// call-outs and the fault path, each bias revoked and granted again thousands of times (the
+/// limit raised), with a plain `add dword ptr [rdi], 1` — one device read then one write under
+/// the bus — so a lost update would show as a wrong total.
+#[test]
+fn the_biased_bus_excludes_other_threads() {
+    use iced_x86::code_asm::*;
+    of::map_registers().unwrap();
+    let patching = of::engine::signal::set_patching(true);
+    of::engine::region::set_revocation_limit(u32::MAX);
+    const THREADS: usize = 4;
+    const ROUNDS: u64 = 20_000;
+    let region = Region::new(LEN, memory()).unwrap();
+    // SAFETY: `Memory` only copies bytes and counts: async-signal-safe.
+    let in_handler = unsafe { Region::new_in_handler(LEN, memory()) }.unwrap();
+    let page = Fixed::raw_page();
+    // f(rdi = counter, rsi = rounds): add dword ptr [rdi], 1 (3 bytes, punned) in a loop.
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.add(dword_ptr(rdi), 1).unwrap();
+    a.dec(rsi).unwrap();
+    a.jnz(top).unwrap();
+    a.ret().unwrap();
+    let code = a.assemble(page as u64).unwrap();
+    // SAFETY: our read-write-execute page, large enough.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    // SAFETY: the page holds the loop assembled above.
+    let f: extern "sysv64" fn(*mut u8, u64) = unsafe { std::mem::transmute(page) };
+    let (revoked, _) = of::engine::region::bias();
+    for r in [&region, &in_handler] {
+        let base = r.as_ptr() as usize;
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(move || f(base as *mut u8, ROUNDS));
+            }
+        });
+        let bytes = r.with_device(|d: &mut Memory| d.bytes);
+        let total = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+        assert_eq!(total as u64, THREADS as u64 * ROUNDS);
+    }
+    of::engine::region::set_revocation_limit(of::engine::region::REVOCATION_LIMIT);
+    let (now, _) = of::engine::region::bias();
+    eprintln!(
+        "biased bus: {THREADS} threads x {ROUNDS} plain adds x 2 regions, exact; {} revocations, \
+         patching {patching}",
+        now - revoked
+    );
+}

@@ -14,7 +14,12 @@
 //! (`lock`ed or not) is one read then one write with no other access in between, and accesses
 //! from several threads are served one instruction at a time, each thread's in program order.
 //! Device code must not itself access a region (its thread would wait for the bus its caller
-//! holds).
+//! holds). The bus is biased to the thread that uses it ([`bus`]).
+
+mod bus;
+
+pub(crate) use bus::Bus;
+pub use bus::{REVOCATION_LIMIT, bias, serving, set_revocation_limit};
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -115,19 +120,6 @@ static SLOTS: [Slot; MAX_REGIONS] = [const {
 /// Regions registered (a quick test for the handler).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// The bus: 0 free, 1 held, 2 held with (possible) waiters, as in Drepper's "Futexes Are
-/// Tricky" (mutex 2): an uncontended take and release are one atomic each, no system call.
-static BUS: AtomicU32 = AtomicU32::new(0);
-/// The bus holder's thread ([`this_thread`]; 0: none), for re-entrance.
-static BUS_OWNER: AtomicU64 = AtomicU64::new(0);
-
-/// The calling thread's identity without a system call: its thread pointer (`pthread_self`,
-/// which reads `fs:0` on x86-64 glibc and musl).
-fn this_thread() -> u64 {
-    // SAFETY: pthread_self has no preconditions and only reads the thread pointer.
-    unsafe { libc::pthread_self() as u64 }
-}
-
 /// Registers the region `start..start + len` (already mapped with no access rights by the
 /// caller) with `device`, served in `mode`. Returns the region's index (for [`serve`] and
 /// [`unregister`]), or `None` when [`MAX_REGIONS`] are registered or the range overlaps one.
@@ -143,6 +135,7 @@ pub unsafe fn register(start: u64, len: u64, device: Device, mode: Mode) -> Opti
     if len == 0 || start == 0 || start.checked_add(len).is_none() {
         return None;
     }
+    bus::prepare();
     // SAFETY: sysconf has no preconditions.
     SPIN.store(
         unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } > 1,
@@ -191,11 +184,11 @@ pub fn unregister(index: usize) {
         return;
     };
     // Take the bus so no instruction is half-way through this region.
-    lock_bus();
+    let held = bus::lock();
     slot.start.store(0, Ordering::Release);
     slot.len.store(0, Ordering::Release);
     COUNT.fetch_sub(1, Ordering::AcqRel);
-    unlock_bus();
+    bus::unlock(held);
     slot.mailbox.stop.store(true, Ordering::Release);
     slot.mailbox.request.fetch_add(1, Ordering::AcqRel);
     crate::futex::wake_all(&slot.mailbox.request);
@@ -265,79 +258,6 @@ pub fn touched_by<M: crate::machine::Machine + ?Sized>(
 /// ```
 pub fn contains(addr: u64) -> bool {
     find(addr, 1).is_some()
-}
-
-/// The bus, held for the device accesses of one instruction (and the run-ahead after it):
-/// released when dropped.
-pub(crate) struct Bus {
-    /// False when this thread already held it (re-entrance): then the outer holder releases.
-    took: bool,
-}
-
-impl Bus {
-    /// Takes the bus (waits in the kernel while another thread holds it; re-entrant) and
-    /// records `instruction`, the bytes of the instruction being emulated, for a device
-    /// panic's message. Async-signal-safe.
-    pub(crate) fn take(instruction: &[u8]) -> Bus {
-        let took = lock_bus();
-        set_instruction(instruction);
-        Bus { took }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        if self.took {
-            unlock_bus();
-        }
-    }
-}
-
-/// Takes the bus (waits in the kernel while another thread holds it). Re-entrant for the
-/// thread that holds it (returns false then: the caller must not release it).
-fn lock_bus() -> bool {
-    let me = this_thread();
-    if BUS_OWNER.load(Ordering::Relaxed) == me {
-        return false;
-    }
-    if BUS
-        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        // Contended: mark the bus as having waiters and sleep until it is free.
-        while BUS.swap(2, Ordering::Acquire) != 0 {
-            crate::futex::wait(&BUS, 2);
-        }
-    }
-    BUS_OWNER.store(me, Ordering::Relaxed);
-    true
-}
-
-/// Releases the bus taken by [`lock_bus`] (wakes one waiter if there may be any).
-fn unlock_bus() {
-    BUS_OWNER.store(0, Ordering::Relaxed);
-    if BUS.swap(0, Ordering::Release) == 2 {
-        crate::futex::wake(&BUS, 1);
-    }
-}
-
-/// The instruction the bus holder is emulating (for a device panic's message): its bytes,
-/// written by the bus holder only.
-struct Serving(UnsafeCell<[u8; 16]>);
-
-// SAFETY: written by the bus holder before its first device access, read by a server while
-// that holder waits for its answer.
-unsafe impl Sync for Serving {}
-
-static SERVING: Serving = Serving(UnsafeCell::new([0; 16]));
-
-/// Records the instruction the bus holder is emulating (the caller holds the bus).
-fn set_instruction(bytes: &[u8]) {
-    let mut b = [0u8; 16];
-    let n = bytes.len().min(16);
-    b[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: see `Serving`.
-    unsafe { *SERVING.0.get() = b };
 }
 
 /// Whether region `index`'s device runs in the handler (or on the thread that accesses it).
@@ -505,17 +425,4 @@ pub fn serve(index: usize) {
             crate::futex::wake_all(&mb.answer);
         }
     }
-}
-
-/// The bytes of the instruction whose device access a server is serving (for a device panic's
-/// message; call it from device code).
-///
-/// # Examples
-///
-/// ```
-/// let _ = of_core::region::serving();
-/// ```
-pub fn serving() -> [u8; 16] {
-    // SAFETY: see `Serving`.
-    unsafe { *SERVING.0.get() }
 }
