@@ -19,7 +19,6 @@
 //! (a program whose threads share regions pays that a few times, then the plain lock).
 //! Without `membarrier`, the bus is never biased.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
 /// The lock: 0 free, 1 held, 2 held with (possible) waiters.
@@ -224,23 +223,18 @@ pub fn bias() -> (u32, bool) {
     )
 }
 
-/// The instruction the bus holder is emulating (for a device panic's message): its bytes,
-/// written by the bus holder only.
-struct Serving(UnsafeCell<[u8; 16]>);
+/// The instruction the bus holder is emulating (for a device panic's message): where its bytes
+/// are and how many, written by the bus holder only (two stores: copying the bytes here cost
+/// a store-forwarding stall per access). The bytes outlive the holding: a handler's own copy on
+/// its stack, or a patched site's leaked record.
+static SERVING_AT: AtomicUsize = AtomicUsize::new(0);
+static SERVING_LEN: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: written by the bus holder before its first device access, read by a server while
-// that holder waits for its answer.
-unsafe impl Sync for Serving {}
-
-static SERVING: Serving = Serving(UnsafeCell::new([0; 16]));
-
-/// Records the instruction the bus holder is emulating (the caller holds the bus).
+/// Records the instruction the bus holder is emulating (the caller holds the bus and keeps
+/// `bytes` alive while it does).
 fn set_instruction(bytes: &[u8]) {
-    let mut b = [0u8; 16];
-    let n = bytes.len().min(16);
-    b[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: see `Serving`.
-    unsafe { *SERVING.0.get() = b };
+    SERVING_LEN.store(bytes.len().min(16), Ordering::Relaxed);
+    SERVING_AT.store(bytes.as_ptr() as usize, Ordering::Relaxed);
 }
 
 /// The bytes of the instruction whose device access a server is serving (for a device panic's
@@ -252,6 +246,13 @@ fn set_instruction(bytes: &[u8]) {
 /// let _ = of_core::region::serving();
 /// ```
 pub fn serving() -> [u8; 16] {
-    // SAFETY: see `Serving`.
-    unsafe { *SERVING.0.get() }
+    let mut b = [0u8; 16];
+    let at = SERVING_AT.load(Ordering::Relaxed);
+    if at != 0 {
+        let n = SERVING_LEN.load(Ordering::Relaxed).min(16);
+        // SAFETY: the bus holder keeps its bytes alive while it waits for its answer, which
+        // is when device code (the only caller) runs.
+        b[..n].copy_from_slice(unsafe { core::slice::from_raw_parts(at as *const u8, n) });
+    }
+    b
 }
