@@ -46,7 +46,7 @@ use iced_x86::Instruction;
 /// patched site keeps its slot for good).
 pub const SITES: usize = 4096;
 /// Slots a site may occupy, from its hash on.
-const PROBE: usize = 8;
+pub const PROBE: usize = 8;
 
 const COLD: u64 = 0; // counting faults
 const QUEUED: u64 = 1; // waiting for the patcher thread

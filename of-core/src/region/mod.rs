@@ -16,7 +16,7 @@
 //! Device code must not itself access a region (its thread would wait for the bus its caller
 //! holds). The bus is biased to the thread that uses it ([`bus`]).
 
-mod bus;
+pub mod bus;
 
 pub(crate) use bus::Bus;
 pub use bus::{REVOCATION_LIMIT, bias, serving, set_revocation_limit};
