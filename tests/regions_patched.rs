@@ -291,7 +291,6 @@ fn the_call_out_preserves_vector_state_the_device_clobbers() {
         xmm14, xmm15,
     ];
     let ks = [k0, k1, k2, k3, k4, k5, k6, k7];
-    let page = Fixed::raw_page();
     let mut a = CodeAssembler::new(64).unwrap();
     let load_store = |a: &mut CodeAssembler, base: AsmRegister64, store: bool| {
         for i in 0..32 {
@@ -346,33 +345,10 @@ fn the_call_out_preserves_vector_state_the_device_clobbers() {
         if store { a.stmxcsr(m) } else { a.ldmxcsr(m) }.unwrap();
     };
     load_store(&mut a, rdi, false);
-    let mut site = a.create_label();
-    a.set_label(&mut site).unwrap();
-    a.add_instruction(
-        iced_x86::Instruction::with2(
-            iced_x86::Code::Mov_r32_rm32,
-            Register::EAX,
-            iced_x86::MemoryOperand::new(
-                Register::RDX,
-                Register::None,
-                1,
-                4,
-                8,
-                false,
-                Register::None,
-            ),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    disp32_load(&mut a);
     load_store(&mut a, rsi, true);
     a.ret().unwrap();
-    let code = a.assemble(page as u64).unwrap();
-    // SAFETY: our read-write-execute page, large enough (checked).
-    unsafe {
-        assert!(code.len() <= 4096);
-        std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
-    }
+    let page = place(&mut a);
     // SAFETY: the page holds `probe` as assembled above.
     let probe: extern "sysv64" fn(*const VectorState, *mut VectorState, *mut u8) -> u32 =
         unsafe { std::mem::transmute(page) };
@@ -468,7 +444,6 @@ fn consecutive_short_sites_on_many_threads() {
     const THREADS: usize = 4;
     const ROUNDS: u64 = 3_000;
     let region = Region::new(LEN, memory()).unwrap();
-    let page = Fixed::raw_page();
     // f(rdi = this thread's 8 bytes of the region, rsi = rounds): [rdi] += 1 through
     // [rdi + 4], with the four accesses back to back.
     let mut a = CodeAssembler::new(64).unwrap();
@@ -482,9 +457,8 @@ fn consecutive_short_sites_on_many_threads() {
     a.dec(rsi).unwrap();
     a.jnz(top).unwrap();
     a.ret().unwrap();
-    let code = a.assemble(page as u64).unwrap();
-    // SAFETY: our read-write-execute page, large enough.
-    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    let page = place(&mut a);
+    // SAFETY: the page holds the loop assembled above.
     let f: extern "sysv64" fn(*mut u8, u64) = unsafe { std::mem::transmute(page) };
     let faults = of::stats().faults;
     let patched = of::engine::patch::stats().patched;
@@ -590,7 +564,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
     let mut shapes: Vec<(&str, usize, Shape)> = vec![
         ("xmm9 read after a conditional branch, both ways", 16, |a| {
             a.movdqu(xmm9, xmmword_ptr(rdi)).unwrap();
-            site(a);
+            disp32_load(a);
             let mut other = a.create_label();
             a.test(eax, eax).unwrap();
             a.jz(other).unwrap();
@@ -605,7 +579,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
             16,
             |a| {
                 a.movdqu(xmm2, xmmword_ptr(rdi)).unwrap();
-                site(a);
+                disp32_load(a);
                 let mut callee = a.create_label();
                 a.call(callee).unwrap();
                 a.ret().unwrap();
@@ -620,7 +594,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
             let mut top = a.create_label();
             a.set_label(&mut top).unwrap();
             a.movdqu(xmmword_ptr(rsi), xmm13).unwrap();
-            site(a);
+            disp32_load(a);
             a.dec(ecx).unwrap();
             a.jnz(top).unwrap();
             a.ret().unwrap();
@@ -629,7 +603,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
     if avx {
         shapes.push(("ymm3 read after a legacy SSE write to xmm3", 32, |a| {
             a.vmovdqu(ymm3, ymmword_ptr(rdi)).unwrap();
-            site(a);
+            disp32_load(a);
             a.pxor(xmm4, xmm4).unwrap();
             a.movaps(xmm3, xmm4).unwrap(); // writes bits 127:0, keeps 255:128
             a.vmovdqu(ymmword_ptr(rsi), ymm3).unwrap();
@@ -645,7 +619,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
                 a.vmovdqu64(zmm5, zmmword_ptr(rdi)).unwrap();
                 a.mov(eax, 0x0F).unwrap();
                 a.kmovw(k2, eax).unwrap();
-                site(a);
+                disp32_load(a);
                 a.vpxord(zmm6, zmm6, zmm6).unwrap();
                 a.vmovdqa32(zmm5.k2(), zmm6).unwrap(); // dwords 0..4 from zmm6 (0), the rest kept
                 a.vmovdqu64(zmmword_ptr(rsi), zmm5).unwrap();
@@ -654,7 +628,7 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
         ));
         shapes.push(("zmm20 read after a forward jump", 64, |a| {
             a.vmovdqu64(zmm20, zmmword_ptr(rdi)).unwrap();
-            site(a);
+            disp32_load(a);
             let mut later = a.create_label();
             a.jmp(later).unwrap();
             a.ud2().unwrap();
@@ -663,33 +637,11 @@ fn vector_registers_live_after_a_site_survive_on_every_path() {
             a.ret().unwrap();
         }));
     }
-    fn site(a: &mut CodeAssembler) {
-        a.add_instruction(
-            iced_x86::Instruction::with2(
-                iced_x86::Code::Mov_r32_rm32,
-                Register::EAX,
-                iced_x86::MemoryOperand::new(
-                    Register::RDX,
-                    Register::None,
-                    1,
-                    4,
-                    8,
-                    false,
-                    Register::None,
-                ),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-    }
     let mut r = Rng(0x11BE_0015);
     for (what, width, shape) in shapes {
-        let page = Fixed::raw_page();
         let mut a = CodeAssembler::new(64).unwrap();
         shape(&mut a);
-        let code = a.assemble(page as u64).unwrap();
-        // SAFETY: our read-write-execute page, large enough.
-        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+        let page = place(&mut a);
         // SAFETY: the page holds the shape assembled above.
         let f: extern "sysv64" fn(*mut u8, *mut u8, *mut u8) = unsafe { std::mem::transmute(page) };
         let mut faults_after = 0;
@@ -733,7 +685,6 @@ fn the_biased_bus_excludes_other_threads() {
     let region = Region::new(LEN, memory()).unwrap();
     // SAFETY: `Memory` only copies bytes and counts: async-signal-safe.
     let in_handler = unsafe { Region::new_in_handler(LEN, memory()) }.unwrap();
-    let page = Fixed::raw_page();
     // f(rdi = counter, rsi = rounds): add dword ptr [rdi], 1 (3 bytes, punned) in a loop.
     let mut a = CodeAssembler::new(64).unwrap();
     let mut top = a.create_label();
@@ -742,9 +693,7 @@ fn the_biased_bus_excludes_other_threads() {
     a.dec(rsi).unwrap();
     a.jnz(top).unwrap();
     a.ret().unwrap();
-    let code = a.assemble(page as u64).unwrap();
-    // SAFETY: our read-write-execute page, large enough.
-    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    let page = place(&mut a);
     // SAFETY: the page holds the loop assembled above.
     let f: extern "sysv64" fn(*mut u8, u64) = unsafe { std::mem::transmute(page) };
     let (revoked, _) = of::engine::region::bias();

@@ -333,3 +333,29 @@ pub fn differences(want: &Block, got: &Block, buf: &[u8; LEN], dev: &[u8; LEN]) 
     }
     diffs
 }
+
+/// `mov eax, dword ptr [rdx + 4]` with a 32-bit displacement (6 bytes: long enough for the
+/// jump without a pun).
+pub fn disp32_load(a: &mut iced_x86::code_asm::CodeAssembler) {
+    let m = iced_x86::MemoryOperand::new(
+        Register::RDX,
+        Register::None,
+        1,
+        4,
+        8,
+        false,
+        Register::None,
+    );
+    let i = iced_x86::Instruction::with2(iced_x86::Code::Mov_r32_rm32, Register::EAX, m).unwrap();
+    a.add_instruction(i).unwrap();
+}
+
+/// Assembles `a` into a fresh read-write-execute page (leaked) and returns the page.
+pub fn place(a: &mut iced_x86::code_asm::CodeAssembler) -> *mut u8 {
+    let page = Fixed::raw_page();
+    let code = a.assemble(page as u64).unwrap();
+    assert!(code.len() <= 4096);
+    // SAFETY: our read-write-execute page, large enough (checked).
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+    page
+}

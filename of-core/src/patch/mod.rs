@@ -63,6 +63,10 @@ struct Site {
     jump: AtomicU64,
     /// Whether the faults counted touched a trapped region (the site gets a call-out).
     region: AtomicBool,
+    /// Where a copy of the site's original instruction runs natively and jumps back (in its
+    /// call-out stub; 0: none), for a thread that meets the `int3` of the patch while the
+    /// instruction touches ordinary memory.
+    original_copy: AtomicU64,
 }
 
 /// Packs the bytes a patch writes at its site (the first 5 at most: a `jmp rel32`, or a whole
@@ -87,6 +91,7 @@ static TABLE: [Site; SITES] = [const {
         orig: [AtomicU64::new(0), AtomicU64::new(0)],
         jump: AtomicU64::new(0),
         region: AtomicBool::new(false),
+        original_copy: AtomicU64::new(0),
     }
 }; SITES];
 
@@ -440,10 +445,11 @@ fn still_jumps(s: &Site, rip: u64) -> bool {
 }
 
 /// The original bytes of a site whose patch is in progress at `rip`, or just completed (a
-/// thread that executed the `int3` may get to its handler after the jump is in place), for the
-/// SIGTRAP handler.
-fn patching_at(rip: u64) -> Option<[u8; 16]> {
+/// thread that executed the `int3` may get to its handler after the jump is in place), and
+/// where a copy of its instruction runs natively (0: nowhere), for the SIGTRAP handler.
+fn patching_at(rip: u64) -> Option<([u8; 16], u64)> {
     let s = &TABLE[holding(rip)?];
     let ctl = s.ctl.load(Ordering::Acquire);
-    (rip_of(ctl) == rip && matches!(state_of(ctl), PATCHING | PATCHED)).then(|| orig_bytes(s))
+    (rip_of(ctl) == rip && matches!(state_of(ctl), PATCHING | PATCHED))
+        .then(|| (orig_bytes(s), s.original_copy.load(Ordering::Acquire)))
 }

@@ -92,7 +92,7 @@ fn emulate_site(uc: &mut libc::ucontext_t) -> bool {
     let mut m = SignalContext::new(uc);
     // int3 is a trap: rip is the byte after it.
     let site = m.rip().wrapping_sub(1);
-    let Some(orig) = super::patching_at(site) else {
+    let Some((orig, copy)) = super::patching_at(site) else {
         return false;
     };
     let Ok((instr, offsets)) = decode(&orig, site) else {
@@ -103,8 +103,17 @@ fn emulate_site(uc: &mut libc::ucontext_t) -> bool {
     let ok = crate::emulate::emulate(&mut m, &instr, &orig[..instr.len()], &offsets, None).is_ok();
     if ok {
         super::TRAPPED_N.fetch_add(1, Ordering::Relaxed);
-    } else {
-        m.set_rip(site + 1);
+        return true;
     }
-    ok
+    if copy != 0 {
+        // A region site whose instruction this time touches ordinary memory (a memcpy's load
+        // with a pointer to ordinary memory, say), which the engine does not emulate: run the
+        // copy of the original in its call-out stub, which jumps back after it (and faults
+        // there as usual if it does touch a region).
+        m.set_rip(copy);
+        super::TRAPPED_N.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    m.set_rip(site + 1);
+    false
 }

@@ -262,7 +262,11 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
         return refuse();
     }
     let at = match p {
-        Some(p) => pool.place(rip, |at| trampoline(&instr, &p, at).ok()),
+        Some(p) => {
+            // (A page-0 operand is always the map's: the SIGTRAP handler always emulates it.)
+            s.original_copy.store(0, Ordering::Release);
+            pool.place(rip, |at| trampoline(&instr, &p, at).ok())
+        }
         None => {
             let Ok((_, offsets)) = crate::decode::decode(&orig, rip) else {
                 return refuse();
@@ -270,16 +274,22 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
             let saved = callout::saved_state();
             let regs = vector_registers_to_save(&instr);
             let rec = callout::record(&instr, &orig, offsets, saved, regs);
-            pool.place(rip, |at| {
-                callout::stub(
+            let original = core::cell::Cell::new(0);
+            let at = pool.place(rip, |at| {
+                let s = callout::stub(
                     &instr,
                     rec as *const callout::Record as u64,
                     saved,
                     regs,
                     at,
                 )
-                .ok()
-            })
+                .ok()?;
+                // The last encoding is the one placed.
+                original.set(s.original);
+                Some(s.code)
+            });
+            s.original_copy.store(original.get(), Ordering::Release);
+            at
         }
     };
     let Some(at) = at else {

@@ -47,7 +47,7 @@
 
 mod stub;
 
-pub use stub::stub;
+pub use stub::{Stub, stub};
 
 use crate::machine::{Machine, MemoryFault};
 use iced_x86::{ConstantOffsets, Instruction, Mnemonic, Register};

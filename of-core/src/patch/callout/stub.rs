@@ -15,6 +15,8 @@ struct Labels {
     mxcsr_same: u64,
     /// The fallback epilogue.
     fallback: u64,
+    /// The copy of the original instruction (after the fallback epilogue).
+    original: u64,
     /// After each epilogue's `std`.
     df_clear: [u64; 2],
     /// The data: the Record's address.
@@ -190,6 +192,7 @@ fn pass(
     a.put(Instruction::with_branch(Code::Jmp_rel32_64, next))?;
     found.fallback = a.ip;
     found.df_clear[1] = epilogue(&mut a, l.df_clear[1])?;
+    found.original = a.ip;
     a.put(Ok(*instr))?; // the original instruction: it faults, or runs on ordinary memory
     a.put(Instruction::with_branch(Code::Jmp_rel32_64, next))?;
     let mut code = a.e.take_buffer();
@@ -200,6 +203,16 @@ fn pass(
     found.record = data;
     found.callout = data + 8;
     Ok((code, found))
+}
+
+/// An encoded stub.
+pub struct Stub {
+    /// Its bytes.
+    pub code: Vec<u8>,
+    /// The address of its copy of the original instruction, which runs it natively and jumps
+    /// to the next instruction (the fallback's end; also where the SIGTRAP handler sends a
+    /// thread that meets a patch's `int3` while the instruction touches ordinary memory).
+    pub original: u64,
 }
 
 /// Encodes the stub of the [`super`] module docs for `instr` at `at`: the Record at `record`,
@@ -218,7 +231,8 @@ fn pass(
 /// let bytes = [0x0F, 0xB6, 0x04, 0x25, 0x05, 0x00, 0x00, 0x40]; // movzx eax, byte ptr [0x4000_0005]
 /// let (i, _) = decode(&bytes, 0x40_0000).unwrap();
 /// // Saving xmm3 only.
-/// let code = stub(&i, 0x1234_5678, Saved::Sse, 1 << 3, 0x50_0000).unwrap();
+/// let s = stub(&i, 0x1234_5678, Saved::Sse, 1 << 3, 0x50_0000).unwrap();
+/// let code = s.code;
 /// let d = iced_x86::Decoder::with_ip(64, &code, 0x50_0000, iced_x86::DecoderOptions::NONE);
 /// let seq: Vec<String> = d.into_iter().map(|i| i.to_string()).collect();
 /// assert_eq!(seq[0], "lea rsp,[rsp-80h]");
@@ -227,6 +241,11 @@ fn pass(
 /// // Both ways back end in a jump to the next instruction; the fallback runs the original.
 /// assert_eq!(seq.iter().filter(|s| *s == "jmp near ptr 0000000000400008h").count(), 2);
 /// assert!(seq.iter().any(|s| s == "movzx eax,byte ptr [40000005h]"));
+/// // The copy of the original instruction, then the jump back.
+/// let off = (s.original - 0x50_0000) as usize;
+/// let mut d = iced_x86::Decoder::with_ip(64, &code[off..], s.original, iced_x86::DecoderOptions::NONE);
+/// assert_eq!(d.decode().to_string(), "movzx eax,byte ptr [40000005h]");
+/// assert_eq!(d.decode().to_string(), "jmp near ptr 0000000000400008h");
 /// ```
 pub fn stub(
     instr: &Instruction,
@@ -234,12 +253,13 @@ pub fn stub(
     saved: Saved,
     regs: Regs,
     at: u64,
-) -> Result<Vec<u8>, &'static str> {
+) -> Result<Stub, &'static str> {
     // Every branch is a rel32 and every data reference a disp32: the labels the first pass
     // finds hold in the second.
     let dummy = Labels {
         mxcsr_same: at,
         fallback: at,
+        original: at,
         df_clear: [at; 2],
         record: at,
         callout: at,
@@ -249,5 +269,8 @@ pub fn stub(
     if again != labels {
         return Err("the call-out stub's layout moved between passes");
     }
-    Ok(code)
+    Ok(Stub {
+        code,
+        original: labels.original,
+    })
 }
