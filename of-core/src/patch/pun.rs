@@ -14,9 +14,8 @@
 //! ```
 //!
 //! The free low bytes of the rel32 (`len - 1 - k` of them) choose the target within a window of
-//! 256^(len-1-k) bytes whose place the following bytes fix; a small *trampoline* is put there
-//! (a page mapped with `MAP_FIXED_NOREPLACE`, never replacing anything) that jumps on to the
-//! site's call-out stub. No byte outside the site changes, so every other instruction boundary
+//! 256^(len-1-k) bytes whose place the following bytes fix; the site's call-out stub is placed
+//! there (in pages mapped with `MAP_FIXED_NOREPLACE`, never replacing anything). No byte outside the site changes, so every other instruction boundary
 //! — a jump target the patcher cannot know about, or where another thread stands — still holds
 //! the code it held. The price:
 //!
@@ -24,9 +23,9 @@
 //!   patched: the patcher refuses to patch a site whose bytes another pun borrows (it keeps the
 //!   fault path), and a program that rewrites code in place must rewrite whole functions (as
 //!   JIT compilers do: unmapping or replacing the site's bytes too unpatches it).
-//! - **Address space.** A trampoline page may lie anywhere within ±2 GiB of the site; the
-//!   windows that would take room the heap (`brk`) or the main thread's stack may grow into
-//!   are skipped.
+//! - **Address space.** A stub page may lie anywhere within ±2 GiB of the site; the windows
+//!   that would take room the heap (`brk`) or the main thread's stack may grow into are
+//!   skipped.
 //! - A site whose windows are all taken or unmappable keeps the fault path.
 
 use super::poke::{self, Writer};
@@ -104,37 +103,13 @@ pub fn windows(rip: u64, site_len: usize, following: [u8; 4]) -> Vec<Window> {
     out
 }
 
-/// A trampoline's code at `at`: a jump to `stub` (`jmp rel32`, or `jmp qword ptr [rip]` and
-/// the address when the stub is more than 2 GiB away).
-///
-/// # Examples
-///
-/// ```
-/// use of_core::patch::pun::trampoline;
-///
-/// assert_eq!(trampoline(0x1000, 0x2000), [0xE9, 0xFB, 0x0F, 0x00, 0x00]);
-/// assert_eq!(trampoline(0x1000, 0x1_0000_1000).len(), 14);
-/// ```
-pub fn trampoline(at: u64, stub: u64) -> Vec<u8> {
-    let rel = stub.wrapping_sub(at + 5) as i64;
-    if rel == i64::from(rel as i32) {
-        let mut b = alloc::vec![0xE9];
-        b.extend_from_slice(&(rel as i32).to_le_bytes());
-        b
-    } else {
-        let mut b = alloc::vec![0xFF, 0x25, 0, 0, 0, 0];
-        b.extend_from_slice(&stub.to_le_bytes());
-        b
-    }
-}
-
-/// A page (or two) of trampolines.
+/// Pages of stubs placed at pun targets.
 struct Page {
     base: u64,
     len: u64,
     /// Occupied byte ranges.
     used: Vec<(u64, u64)>,
-    /// Sealed (written once without `/proc/self/mem`): no more trampolines.
+    /// Sealed (written once without `/proc/self/mem`): nothing more goes there.
     sealed: bool,
 }
 
@@ -150,22 +125,22 @@ struct Pin {
     end: u64,
 }
 
-/// Trampoline pages, pinned bytes and the address ranges kept free (the patcher thread's).
+/// Stub pages and pinned bytes (the patcher thread's).
 #[derive(Default)]
 pub struct Puns {
     pages: Vec<Page>,
     pins: Vec<Pin>,
 }
 
-/// A chosen pun: the bytes to write at the site and the trampoline's address.
+/// A chosen pun: the bytes to write at the site and where its code was placed.
 pub struct Chosen {
     /// Bytes written over the site (as many as it has).
     pub bytes: Vec<u8>,
-    /// Where the jump goes.
+    /// Where the jump goes: the code's address.
     pub target: u64,
 }
 
-/// Ranges no trampoline may take: from the program break up 1 GiB (the heap grows there) and
+/// Ranges no stub page may take: from the program break up 1 GiB (the heap grows there) and
 /// the main thread's stack with 1 GiB below it (it grows down).
 fn kept_free() -> Vec<(u64, u64)> {
     let mut out = Vec::new();
@@ -198,17 +173,17 @@ impl Puns {
             .any(|p| overlaps((p.start, p.end), (rip, rip + len)))
     }
 
-    /// Chooses a pun for the site of `site_len` bytes at `rip` and writes its trampoline to
-    /// `stub`: the first window (fewest prefixes first) whose jump stays inside the mapping
-    /// ending at `mapping_end`, borrows no byte another patch may still write, and has room
-    /// for the trampoline in a page of ours or a page that can be mapped there. `None` when no
-    /// window works.
+    /// Chooses a pun for the site of `site_len` bytes at `rip` and places its code there
+    /// (`code(at)` encodes it for address `at`; the call-out stub): the first window (fewest
+    /// prefixes first) whose jump stays inside the mapping ending at `mapping_end` and whose
+    /// target has room for the code in a page of ours or pages that can be mapped there.
+    /// `None` when no window works.
     pub fn choose(
         &mut self,
         rip: u64,
         site_len: usize,
         mapping_end: u64,
-        stub: u64,
+        code: &dyn Fn(u64) -> Option<Vec<u8>>,
         writer: Writer,
     ) -> Option<Chosen> {
         let mut following = [0u8; 4];
@@ -221,7 +196,7 @@ impl Puns {
             if end > mapping_end {
                 continue;
             }
-            let Some(target) = self.place(w, stub, &free, writer) else {
+            let Some(target) = self.place(w, code, &free, writer) else {
                 continue;
             };
             let bytes = w.bytes(rip, site_len, target);
@@ -255,37 +230,40 @@ impl Puns {
         self.pins.retain(|p| p.site != site);
     }
 
-    /// Finds room for a trampoline to `stub` in window `w`, writes it, and returns its address.
-    fn place(&mut self, w: Window, stub: u64, free: &[(u64, u64)], writer: Writer) -> Option<u64> {
+    /// Finds room in window `w` for `code` (encoded by it for its address), writes it there,
+    /// and returns its address.
+    fn place(
+        &mut self,
+        w: Window,
+        code: &dyn Fn(u64) -> Option<Vec<u8>>,
+        free: &[(u64, u64)],
+        writer: Writer,
+    ) -> Option<u64> {
         let (lo, hi) = (w.lo, w.lo.checked_add(w.span())?);
-        // In a page of ours first.
+        // In a page of ours first: at the window's start or after a piece already there.
         for p in self.pages.iter_mut().filter(|p| !p.sealed) {
             if !overlaps((p.base, p.base + p.len), (lo, hi)) {
                 continue;
             }
             let starts = core::iter::once(lo.max(p.base)).chain(p.used.iter().map(|u| u.1));
             for t in starts.filter(|&t| t >= lo && t < hi) {
-                let code = trampoline(t, stub);
-                let range = (t, t + code.len() as u64);
+                let Some(c) = code(t) else { continue };
+                let range = (t, t + c.len() as u64);
                 if range.1 <= p.base + p.len
                     && !p.used.iter().any(|&u| overlaps(u, range))
-                    && poke::write(Writer::ProcMem, t, &code)
+                    && poke::write(Writer::ProcMem, t, &c)
                 {
                     p.used.push(range);
                     return Some(t);
                 }
             }
         }
-        // Else a new page (two if the trampoline would cross the end of one).
+        // Else new pages, as many as the code covers from the target on.
         let first = lo & !0xFFF;
         for base in (first..hi).step_by(4096).take(64) {
             let t = lo.max(base);
-            let code = trampoline(t, stub);
-            let len = if (t + code.len() as u64) <= base + 4096 {
-                4096
-            } else {
-                8192
-            };
+            let c = code(t)?;
+            let len = (t + c.len() as u64 - base).div_ceil(4096) * 4096;
             if base < 1 << 20
                 || (base + len) >> 47 != 0
                 || free.iter().any(|&f| overlaps(f, (base, base + len)))
@@ -302,11 +280,11 @@ impl Puns {
                 continue;
             }
             let written = if proc_mem {
-                poke::write(Writer::ProcMem, t, &code)
+                poke::write(Writer::ProcMem, t, &c)
             } else {
                 // SAFETY: a fresh read+write mapping of ours; sealed read+execute after.
                 unsafe {
-                    core::ptr::copy_nonoverlapping(code.as_ptr(), t as *mut u8, code.len());
+                    core::ptr::copy_nonoverlapping(c.as_ptr(), t as *mut u8, c.len());
                     libc::mprotect(
                         base as *mut libc::c_void,
                         len as usize,
@@ -322,7 +300,7 @@ impl Puns {
             self.pages.push(Page {
                 base,
                 len,
-                used: alloc::vec![(t, t + code.len() as u64)],
+                used: alloc::vec![(t, t + c.len() as u64)],
                 sealed: !proc_mem,
             });
             return Some(t);

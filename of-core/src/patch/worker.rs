@@ -261,12 +261,12 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
     if puns.pinned(rip, written as u64) {
         return refuse();
     }
-    let at = match p {
-        Some(p) => {
-            // (A page-0 operand is always the map's: the SIGTRAP handler always emulates it.)
-            s.original_copy.store(0, Ordering::Release);
-            pool.place(rip, |at| trampoline(&instr, &p, at).ok())
-        }
+    // The generated code, encoded for a given address: the page-0 code of `plan`, or a region
+    // site's call-out stub (its copy of the original instruction noted for the SIGTRAP
+    // handler).
+    let original = core::cell::Cell::new(0);
+    let code: alloc::boxed::Box<dyn Fn(u64) -> Option<alloc::vec::Vec<u8>>> = match p {
+        Some(p) => alloc::boxed::Box::new(move |at| trampoline(&instr, &p, at).ok()),
         None => {
             let Ok((_, offsets)) = crate::decode::decode(&orig, rip) else {
                 return refuse();
@@ -274,8 +274,8 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
             let saved = callout::saved_state();
             let regs = vector_registers_to_save(&instr);
             let rec = callout::record(&instr, &orig, offsets, saved, regs);
-            let original = core::cell::Cell::new(0);
-            let at = pool.place(rip, |at| {
+            let original = &original;
+            alloc::boxed::Box::new(move |at| {
                 let s = callout::stub(
                     &instr,
                     rec as *const callout::Record as u64,
@@ -287,21 +287,20 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
                 // The last encoding is the one placed.
                 original.set(s.original);
                 Some(s.code)
-            });
-            s.original_copy.store(original.get(), Ordering::Release);
-            at
+            })
         }
     };
-    let Some(at) = at else {
-        return refuse();
-    };
     let bytes = if short {
+        // The code goes where the pun's jump lands.
         patch_successors(pool, puns, rip, len, depth);
-        let Some(c) = puns.choose(rip, len, m.end, at, w) else {
+        let Some(c) = puns.choose(rip, len, m.end, &*code, w) else {
             return refuse();
         };
         c.bytes
     } else {
+        let Some(at) = pool.place(rip, &*code) else {
+            return refuse();
+        };
         let rel = at.wrapping_sub(rip + 5) as i64;
         if rel != i64::from(rel as i32) {
             return refuse();
@@ -310,6 +309,8 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
         b.extend_from_slice(&(rel as i32).to_le_bytes());
         b
     };
+    // (A page-0 operand is always the map's: the SIGTRAP handler always emulates it.)
+    s.original_copy.store(original.get(), Ordering::Release);
     s.jump.store(patch_word(&bytes), Ordering::Release);
     let patching = pack(rip, PATCHING, 0);
     if s.ctl

@@ -425,7 +425,15 @@ fn fast_move(m: &mut FrameMachine, rec: &Record) -> bool {
             let _bus = crate::region::Bus::take(&rec.bytes[..instr.len()]);
             crate::region::read_direct(index, offset, &mut b[..n]);
         }
-        let raw = u64::from_le_bytes(b);
+        // Byte by byte: the device stored the bytes one at a time (a C device's loop), and one
+        // 8-byte load of them would wait for the stores to drain (no store forwarding).
+        let raw = b[..n]
+            .iter()
+            .rev()
+            // SAFETY: a read of an initialised local byte (volatile: not merged into one load).
+            .fold(0u64, |v, x| {
+                (v << 8) | u64::from(unsafe { core::ptr::read_volatile(x) })
+            });
         let v = match instr.mnemonic() {
             Mnemonic::Movsx | Mnemonic::Movsxd => mov::sign_extend(raw, size),
             _ => raw,
