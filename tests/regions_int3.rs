@@ -16,12 +16,9 @@ use region_harness::*;
 fn a_region_site_on_ordinary_memory_meets_the_patch_int3() {
     use iced_x86::code_asm::*;
     use std::sync::atomic::{AtomicBool, Ordering};
-    of::map_registers().unwrap();
-    if !of::engine::signal::set_patching(true) {
-        eprintln!("site patching is not available on this kernel: nothing to test");
+    if !patching_on() {
         return;
     }
-    of::engine::patch::set_threshold(2);
     const THREADS: usize = 4;
     // SAFETY: `Memory` only copies bytes and counts: async-signal-safe.
     let region = unsafe { Region::new_in_handler(LEN, memory()) }.unwrap();

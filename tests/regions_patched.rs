@@ -58,12 +58,9 @@ fn free_base(i: &Instruction) -> Option<Register> {
 }
 
 fn differential(short: bool) {
-    of::map_registers().unwrap();
-    if !of::engine::signal::set_patching(true) {
-        eprintln!("site patching is not available on this kernel: nothing to test");
+    if !patching_on() {
         return;
     }
-    of::engine::patch::set_threshold(2);
     let forms: Vec<Instruction> = integer_forms().into_iter().chain(vector_forms()).collect();
     let mut r = Rng(0xCA11_0015);
     let mut failures = Vec::new();
@@ -265,9 +262,7 @@ struct VectorState {
 #[test]
 fn the_call_out_preserves_vector_state_the_device_clobbers() {
     use iced_x86::code_asm::*;
-    of::map_registers().unwrap();
-    if !of::engine::signal::set_patching(true) {
-        eprintln!("site patching is not available on this kernel: nothing to test");
+    if !patching_on() {
         return;
     }
     let avx = std::arch::is_x86_feature_detected!("avx");
@@ -435,12 +430,9 @@ fn the_call_out_preserves_vector_state_the_device_clobbers() {
 #[test]
 fn consecutive_short_sites_on_many_threads() {
     use iced_x86::code_asm::*;
-    of::map_registers().unwrap();
-    if !of::engine::signal::set_patching(true) {
-        eprintln!("site patching is not available on this kernel: nothing to test");
+    if !patching_on() {
         return;
     }
-    of::engine::patch::set_threshold(2);
     const THREADS: usize = 4;
     const ROUNDS: u64 = 3_000;
     let region = Region::new(LEN, memory()).unwrap();
@@ -548,9 +540,7 @@ impl of::region::Device for ClobberAll {
 #[test]
 fn vector_registers_live_after_a_site_survive_on_every_path() {
     use iced_x86::code_asm::*;
-    of::map_registers().unwrap();
-    if !of::engine::signal::set_patching(true) {
-        eprintln!("site patching is not available on this kernel: nothing to test");
+    if !patching_on() {
         return;
     }
     let avx = std::arch::is_x86_feature_detected!("avx2");

@@ -359,3 +359,15 @@ pub fn place(a: &mut iced_x86::code_asm::CodeAssembler) -> *mut u8 {
     unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
     page
 }
+
+/// Installs `of` and turns site patching on (threshold 2). False, after saying so, when the
+/// kernel cannot patch: the caller has nothing to test.
+pub fn patching_on() -> bool {
+    of::map_registers().unwrap();
+    if !of::engine::signal::set_patching(true) {
+        eprintln!("site patching is not available on this kernel: nothing to test");
+        return false;
+    }
+    of::engine::patch::set_threshold(2);
+    true
+}
