@@ -571,3 +571,43 @@ fn a_fused_block_is_consecutive_page_0_instructions_in_source_order() {
         "something between the page-0 instructions: {seen:x?}"
     );
 }
+
+/// A block that writes rcx, then shifts by a run-time count (which goes through cl), then
+/// reads back both registers it wrote: every value must survive the count's trip through cl.
+#[of::mapped]
+fn write_rcx_then_shift(r: &mut of::Registers, x: u64, c: u64, n: u8) -> (u64, u64) {
+    r.r10 = x;
+    r.rcx = c;
+    r.r10 >>= n;
+    let v = r.r10;
+    let k = r.rcx;
+    (v, k)
+}
+
+/// Two run-time counts in a row, with values written before and read after.
+#[of::mapped]
+fn two_run_time_shifts(r: &mut of::Registers, x: u64, y: u32, n: u8, m: i64) -> (u64, u64) {
+    r.r9 = x;
+    r.r11d = y;
+    r.r9 <<= n;
+    r.r11d >>= m;
+    let a = r.r9;
+    let b = r.r11;
+    (a, b)
+}
+
+#[test]
+fn run_time_counts_keep_the_values_written_around_them() {
+    let mut r = of::map_registers().unwrap();
+    for (x, c, n) in [
+        (0xF00u64, 5u64, 8u8),
+        (u64::MAX, 0xDEAD_BEEF, 63),
+        (0x1234, 7, 0),
+    ] {
+        assert_eq!(write_rcx_then_shift(&mut r, x, c, n), (x >> (n % 64), c));
+    }
+    for (x, y, n, m) in [(1u64, 0x8000_0000u32, 4u8, 31i64), (0xFF, 0xF0F0, 68, -28)] {
+        let want = (x << (n % 64), u64::from(y >> m.rem_euclid(32)));
+        assert_eq!(two_run_time_shifts(&mut r, x, y, n, m), want);
+    }
+}

@@ -239,7 +239,6 @@ pub(crate) fn after_rip_block(stmt: &syn::Stmt) -> syn::Error {
          comes back",
     )
 }
-
 /// A register statement after a rip write in the same block.
 pub(crate) fn after_rip_statement(span: Span) -> syn::Error {
     syn::Error::new(
@@ -248,24 +247,26 @@ pub(crate) fn after_rip_statement(span: Span) -> syn::Error {
     )
 }
 
-/// Two run-time shift counts in one block.
-pub(crate) fn two_run_time_counts(span: Span) -> syn::Error {
-    syn::Error::new(span, "one run-time shift count per block (cl holds it)")
-}
-
-/// A run-time shift count in a block that also writes rcx.
-pub(crate) fn run_time_count_and_rcx_write(span: Span) -> syn::Error {
-    syn::Error::new(
-        span,
-        "a block that shifts by a run-time count (in cl) cannot also write rcx through the map",
-    )
-}
-
 /// A read in a block that ends with a rip write.
 pub(crate) fn read_in_jumping_block(span: Span) -> syn::Error {
     syn::Error::new(
         span,
         "a block that ends by writing rip never returns, so a value read in it could not be used",
+    )
+}
+
+/// A statement that reads a register the block before it wrote, where `#[of::mapped]` had to
+/// end that block (the user sees no boundary there).
+pub(crate) fn read_across_a_forced_split(span: Span, gpr: usize) -> syn::Error {
+    syn::Error::new(
+        span,
+        format!(
+            "the register statements before this need more than one asm block (more values than \
+             operand registers, or a read next to a rip write), and {} was written in the \
+             previous one: compiled code between the blocks may reuse it — read it before the \
+             split, or use fewer values per group",
+            GPR64[gpr]
+        ),
     )
 }
 

@@ -3,7 +3,7 @@
 //! `let`s that bind the values it read.
 
 use crate::group::Footprint;
-use crate::map::{GPR64, RCX, ptr, reg_name, undeclarable};
+use crate::map::{GPR64, ptr, reg_name, undeclarable};
 use crate::parse::Access;
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -112,9 +112,20 @@ pub(crate) fn asm_block(accesses: &[Access]) -> TokenStream {
                     let count = Ident::new(&format!("__of_c{i}"), value.span());
                     pre.push(quote_spanned!(value.span()=> let #count = #value;));
                     pre.push(shift_count(&v, &count, value.span()));
-                    named.push(RCX);
-                    operands.push(quote!(in("rcx") #v as u64));
-                    template += &format!("{op} {} ptr [{:#x}], cl\n", ptr(view.size), view.off);
+                    // The count waits in an operand register and is swapped into rcx for the
+                    // shift alone (xchg changes no flag), so rcx keeps the value the block
+                    // gives it through the map before and after, and each shift has its own
+                    // count: no block has to split here (a split would lose what the block
+                    // wrote before it).
+                    let r = operand_register();
+                    let rn = GPR64[r];
+                    named.push(r);
+                    operands.push(quote!(inout(#rn) #v as u64 => _));
+                    template += &format!(
+                        "xchg rcx, {rn}\n{op} {} ptr [{:#x}], cl\nxchg rcx, {rn}\n",
+                        ptr(view.size),
+                        view.off
+                    );
                 } else {
                     let t = ty(view.size, *span);
                     let r = operand_register();

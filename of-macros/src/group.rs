@@ -3,9 +3,9 @@
 //!
 //! A new block starts before a statement whose right-hand side mentions the binding (it must
 //! see the statements before it) or uses a value the current block read, and wherever the
-//! block could not be one `asm!` block ([`check`]): a second run-time shift count, a run-time
-//! count (in cl) together with a write to rcx, a read in a block that ends with a jump, or more
-//! values than operand registers.
+//! block could not be one `asm!` block ([`check`]): a read in a block that ends with a jump, or
+//! more values than operand registers. (Run-time shift counts never split a block: each waits
+//! in an operand register and is swapped into rcx for its shift alone, [`crate::emit`].)
 
 use crate::diag;
 use crate::emit;
@@ -23,7 +23,8 @@ pub(crate) struct Footprint {
     pub(crate) touched: Vec<usize>,
     /// Whether a statement writes rip.
     pub(crate) jumps: bool,
-    /// How many statements shift by a run-time count.
+    /// How many statements shift by a run-time count (each count is swapped into rcx for its
+    /// shift: rcx cannot hold an operand).
     pub(crate) shifts: usize,
     /// Where errors about the whole group point: its first statement.
     pub(crate) span: Span,
@@ -52,12 +53,13 @@ impl Footprint {
 
     /// The registers operands may be pinned to, most preferred LAST (for `pop`): never one the
     /// block writes through the map (its value would change under the instructions that
-    /// follow), never rcx when cl holds a count; registers the block only reads come last.
+    /// follow), never rcx when a count is swapped into it; registers the block only reads come
+    /// last.
     pub(crate) fn operand_registers(&self) -> Vec<usize> {
         let mut free: Vec<usize> = POOL
             .iter()
             .copied()
-            .filter(|n| !(self.written.contains(n) || (self.shifts == 1 && *n == RCX)))
+            .filter(|n| !(self.written.contains(n) || (self.shifts > 0 && *n == RCX)))
             .collect();
         free.sort_by_key(|n| self.touched.contains(n));
         free.reverse();
@@ -68,12 +70,6 @@ impl Footprint {
 /// Why `accesses` cannot be one `asm!` block, if they cannot.
 pub(crate) fn check(accesses: &[Access]) -> syn::Result<()> {
     let fp = Footprint::of(accesses);
-    if fp.shifts > 1 {
-        return Err(diag::two_run_time_counts(fp.span));
-    }
-    if fp.shifts == 1 && fp.written.contains(&RCX) {
-        return Err(diag::run_time_count_and_rcx_write(fp.span));
-    }
     if fp.jumps && accesses.iter().any(|a| !a.writes()) {
         return Err(diag::read_in_jumping_block(fp.span));
     }
@@ -97,6 +93,11 @@ pub(crate) fn check(accesses: &[Access]) -> syn::Result<()> {
 #[derive(Default)]
 pub(crate) struct Group {
     pending: Vec<Access>,
+    /// Registers written by the block that [`Group::push`] had to end early (out of operand
+    /// registers, a read next to a jump): a statement that reads one of them would read a
+    /// value compiled code may have replaced at the boundary the user cannot see. Cleared at a
+    /// boundary in the source ([`Group::flush`] from outside).
+    lost: Vec<usize>,
 }
 
 impl Group {
@@ -136,9 +137,22 @@ impl Group {
         self.pending.push(a);
         if check(&self.pending).is_err() {
             let a = self.pending.pop().expect("just pushed");
+            let written: Vec<usize> = self
+                .pending
+                .iter()
+                .filter(|g| g.writes())
+                .flat_map(|g| covered(g.view()))
+                .collect();
             self.flush(out)?;
+            self.lost = written;
             self.pending.push(a);
             check(&self.pending)?;
+        }
+        let a = self.pending.last().expect("just pushed");
+        if !matches!(a, Access::Write { .. })
+            && let Some(&n) = covered(a.view()).iter().find(|n| self.lost.contains(n))
+        {
+            return Err(diag::read_across_a_forced_split(a.span(), n));
         }
         Ok(())
     }
@@ -146,6 +160,7 @@ impl Group {
     /// Emits the pending statements (if any) into `out` as one `asm!` block and the `let`s
     /// around it.
     pub(crate) fn flush(&mut self, out: &mut Vec<Stmt>) -> syn::Result<()> {
+        self.lost.clear();
         if self.pending.is_empty() {
             return Ok(());
         }

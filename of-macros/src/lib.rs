@@ -8,7 +8,7 @@
 //! | `r.rdi = e;` | `mov qword ptr [0x38], <reg holding e>` |
 //! | `r.eax += e;` (`-= &= \|= ^=`) | `add dword ptr [0x0], <reg holding e>` … |
 //! | `r.r8 <<= 3;` (`>>=`, integer literal below 256) | `shl qword ptr [0x40], 3` |
-//! | `r.r8 <<= n;` (`>>=`, any other count) | `shl qword ptr [0x40], cl` |
+//! | `r.r8 <<= n;` (`>>=`, any other count) | `xchg rcx, <reg holding n>; shl qword ptr [0x40], cl; xchg rcx, <reg>` |
 //! | `let x = r.rsp;` | `mov <reg>, qword ptr [0x20]` |
 //! | `unsafe { r.rip = f as u64 }` | `mov qword ptr [0x80], <reg>` (a jump) |
 //!
@@ -22,15 +22,16 @@
 //!
 //! A group is split (a new `asm!` block starts) where fusion would change the meaning:
 //! before a statement whose right-hand side mentions the binding (it must see the effects of
-//! the statements before it), when a run-time shift count (in cl) meets a write to rcx or a
-//! second run-time count, when a read would share a block ending in a jump, and when the 13
-//! operand registers run out.
+//! the statements before it), when a read would share a block ending in a jump, and when the
+//! 13 operand registers run out. A run-time shift count never splits a block: it waits in an
+//! operand register and is swapped into rcx for its shift alone (`xchg`, which changes no
+//! flag), so a block may write and read rcx and shift by several run-time counts.
 //!
 //! # Shift counts
 //! A count may be of any primitive integer type (`u8` … `u128`, `i8` … `i128`, `usize`,
 //! `isize`) or a reference to one, as for `<<=` on a `u64`. An integer literal below 256, of
 //! any suffix, is the instruction's immediate; any other count is evaluated before the block
-//! and the low byte of its two's-complement value (`n as u8`) goes into cl. Either way the CPU
+//! and the low byte of its two's-complement value (`n as u8`) is swapped into cl for the shift. Either way the CPU
 //! masks the count to 6 bits for an 8-byte view and to 5 bits for a narrower one (Intel SDM
 //! vol. 2B, SAL/SAR/SHL/SHR), so an 8-byte view is shifted by `n.rem_euclid(64)` and the others
 //! by `n.rem_euclid(32)`, whatever the type and value of `n`: `-1` shifts by 63 (31), a `u128`
@@ -44,7 +45,7 @@
 //! #[of::mapped]
 //! fn shr(r: &mut of::Registers, x: u64, n: u8) -> u64 {
 //!     r.r10 = x;
-//!     r.r10 >>= n; // shr qword ptr [0x50], cl   (cl = n)
+//!     r.r10 >>= n; // xchg rcx, <reg>; shr qword ptr [0x50], cl; xchg rcx, <reg>   (cl = n)
 //!     let v = r.r10;
 //!     v
 //! }
@@ -52,7 +53,7 @@
 //! #[of::mapped]
 //! fn shl_low_byte(r: &mut of::Registers, x: u64, n: i64) -> u64 {
 //!     r.r10 = x;
-//!     r.r10b <<= n; // shl byte ptr [0x50], cl   (cl = n as u8, masked to 5 bits)
+//!     r.r10b <<= n; // shl byte ptr [0x50], cl, between the xchgs   (cl = n as u8, masked to 5 bits)
 //!     let v = r.r10;
 //!     v
 //! }
@@ -76,7 +77,8 @@
 //! `unsafe`: Rust's inline asm cannot declare rbx/rbp/rsp clobbered, a rip write is a jump, an
 //! rflags write may set DF and an mxcsr write changes floating-point behaviour under compiled
 //! code. fs/gs base are read only. Shifting a view that covers rcx by a run-time count is an
-//! error (the count lives in cl); a literal count is an immediate and works on any view.
+//! error (the count is in cl during the shift); a literal count is an immediate and works on
+//! any view.
 //!
 //! ```
 //! #[of::mapped]

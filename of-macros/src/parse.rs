@@ -129,11 +129,13 @@ impl Access {
         )
     }
     /// Whether the statement needs an operand register of the pool (a value to store or
-    /// combine, or a register to read into); a shift needs none (an immediate, or cl).
+    /// combine, a run-time shift count, or a register to read into); a shift by a literal
+    /// needs none (an immediate).
     pub(crate) fn needs_operand_register(&self) -> bool {
         match self {
             Access::Write { .. } | Access::Read { .. } => true,
-            Access::Rmw { op, imm, .. } => imm.is_none() && !matches!(*op, "shl" | "shr"),
+            // A run-time shift count waits in one too (swapped into rcx for the shift).
+            Access::Rmw { imm, .. } => imm.is_none(),
         }
     }
 }
