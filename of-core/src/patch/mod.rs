@@ -113,11 +113,20 @@ fn index(rip: u64) -> usize {
     (rip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % SITES
 }
 
-/// The slot that holds `rip`, if one does.
+/// The slot that holds `rip`, if one does: one queued, being patched or patched first (two
+/// threads counting a new site at once may each have claimed a slot for it).
 fn holding(rip: u64) -> Option<usize> {
-    (0..PROBE)
-        .map(|i| (index(rip) + i) % SITES)
-        .find(|&i| rip_of(TABLE[i].ctl.load(Ordering::Acquire)) == rip)
+    let mut first = None;
+    for i in (0..PROBE).map(|i| (index(rip) + i) % SITES) {
+        let ctl = TABLE[i].ctl.load(Ordering::Acquire);
+        if rip_of(ctl) == rip {
+            if matches!(state_of(ctl), QUEUED | PATCHING | PATCHED) {
+                return Some(i);
+            }
+            first = first.or(Some(i));
+        }
+    }
+    first
 }
 
 /// The slot for counting `rip`: the one that holds it, else the first that is merely counting

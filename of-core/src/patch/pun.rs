@@ -14,8 +14,10 @@
 //! ```
 //!
 //! The free low bytes of the rel32 (`len - 1 - k` of them) choose the target within a window of
-//! 256^(len-1-k) bytes whose place the following bytes fix; the site's call-out stub is placed
-//! there (in pages mapped with `MAP_FIXED_NOREPLACE`, never replacing anything). No byte outside the site changes, so every other instruction boundary
+//! 256^(len-1-k) bytes whose place the following bytes fix; a *trampoline* — a jump on to the
+//! site's call-out stub, 5 or 14 bytes, so many fit in one window — is placed there (in pages
+//! mapped with `MAP_FIXED_NOREPLACE`, never replacing anything). (Placing the whole stub there
+//! instead saved no measurable time and filled windows: fewer short sites got patched.) No byte outside the site changes, so every other instruction boundary
 //! — a jump target the patcher cannot know about, or where another thread stands — still holds
 //! the code it held. The price:
 //!
@@ -23,9 +25,9 @@
 //!   patched: the patcher refuses to patch a site whose bytes another pun borrows (it keeps the
 //!   fault path), and a program that rewrites code in place must rewrite whole functions (as
 //!   JIT compilers do: unmapping or replacing the site's bytes too unpatches it).
-//! - **Address space.** A stub page may lie anywhere within ±2 GiB of the site; the windows
-//!   that would take room the heap (`brk`) or the main thread's stack may grow into are
-//!   skipped.
+//! - **Address space.** A trampoline page may lie anywhere within ±2 GiB of the site; the
+//!   windows that would take room the heap (`brk`) or the main thread's stack may grow into
+//!   are skipped.
 //! - A site whose windows are all taken or unmappable keeps the fault path.
 
 use super::poke::{self, Writer};
@@ -103,7 +105,31 @@ pub fn windows(rip: u64, site_len: usize, following: [u8; 4]) -> Vec<Window> {
     out
 }
 
-/// Pages of stubs placed at pun targets.
+/// A trampoline's code at `at`: a jump to `stub` (`jmp rel32`, or `jmp qword ptr [rip]` and
+/// the address when the stub is more than 2 GiB away).
+///
+/// # Examples
+///
+/// ```
+/// use of_core::patch::pun::trampoline;
+///
+/// assert_eq!(trampoline(0x1000, 0x2000), [0xE9, 0xFB, 0x0F, 0x00, 0x00]);
+/// assert_eq!(trampoline(0x1000, 0x1_0000_1000).len(), 14);
+/// ```
+pub fn trampoline(at: u64, stub: u64) -> Vec<u8> {
+    let rel = stub.wrapping_sub(at + 5) as i64;
+    if rel == i64::from(rel as i32) {
+        let mut b = alloc::vec![0xE9];
+        b.extend_from_slice(&(rel as i32).to_le_bytes());
+        b
+    } else {
+        let mut b = alloc::vec![0xFF, 0x25, 0, 0, 0, 0];
+        b.extend_from_slice(&stub.to_le_bytes());
+        b
+    }
+}
+
+/// Pages of trampolines placed at pun targets.
 struct Page {
     base: u64,
     len: u64,
@@ -140,8 +166,11 @@ pub struct Chosen {
     pub target: u64,
 }
 
-/// Ranges no stub page may take: from the program break up 1 GiB (the heap grows there) and
-/// the main thread's stack with 1 GiB below it (it grows down).
+/// Ranges no trampoline page may take: from the program break up 1 GiB (the heap grows there)
+/// and the main thread's stack with the room it may grow into below it — its `RLIMIT_STACK`
+/// (1 GiB if unlimited) and the kernel's 1 MiB guard gap, plus 16 MiB. (Without address-space
+/// randomisation the shared objects sit just below that: a wider margin would leave their
+/// short sites no window.)
 fn kept_free() -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     // SAFETY: brk(0) changes nothing and returns the current break.
@@ -150,7 +179,18 @@ fn kept_free() -> Vec<(u64, u64)> {
         out.push((brk, brk.saturating_add(1 << 30)));
     }
     if let Some(s) = super::maps::named(b"[stack]") {
-        out.push((s.start.saturating_sub(1 << 30), s.end));
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the limit to `lim`.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } == 0;
+        let grow = if ok && lim.rlim_cur != libc::RLIM_INFINITY {
+            lim.rlim_cur.min(1 << 30)
+        } else {
+            1 << 30
+        };
+        out.push((s.end.saturating_sub(grow + (17 << 20)), s.end));
     }
     out
 }
@@ -174,10 +214,10 @@ impl Puns {
     }
 
     /// Chooses a pun for the site of `site_len` bytes at `rip` and places its code there
-    /// (`code(at)` encodes it for address `at`; the call-out stub): the first window (fewest
-    /// prefixes first) whose jump stays inside the mapping ending at `mapping_end` and whose
-    /// target has room for the code in a page of ours or pages that can be mapped there.
-    /// `None` when no window works.
+    /// (`code(at)` encodes it for address `at`: a [`trampoline`] to the call-out stub): the
+    /// first window (fewest prefixes first) whose jump stays inside the mapping ending at
+    /// `mapping_end` and whose target has room for the code in a page of ours or pages that
+    /// can be mapped there. `None` when no window works.
     pub fn choose(
         &mut self,
         rip: u64,

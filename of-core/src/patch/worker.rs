@@ -168,7 +168,8 @@ fn patch_successors(pool: &mut Pool, puns: &mut Puns, rip: u64, len: usize, dept
 }
 
 /// The vector registers and opmasks a call-out for `instr` saves: those the site uses and those
-/// the code after it may read ([`liveness`]), or all of them under `OF_PATCH_SAVE_ALL=1`.
+/// the code after it may read ([`liveness`]; the ABI trusted at a `ret` only for an exported
+/// function of a shared object), or all of them under `OF_PATCH_SAVE_ALL=1`.
 fn vector_registers_to_save(instr: &iced_x86::Instruction) -> liveness::Regs {
     if callout::save_all() {
         return liveness::ALL;
@@ -181,7 +182,7 @@ fn vector_registers_to_save(instr: &iced_x86::Instruction) -> liveness::Regs {
         .used_registers()
         .iter()
         .fold(0, |m, u| m | liveness::bit(u.register()));
-    let after = liveness::live_after(instr, |addr, buf| {
+    let after = liveness::live_after(instr, liveness::abi_at_return(instr.ip()), |addr, buf| {
         // A patched site's own bytes are a jump: read its original instruction instead.
         if let Some(orig) = super::patched_original(addr) {
             *buf = orig;
@@ -290,17 +291,18 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
             })
         }
     };
+    let Some(at) = pool.place(rip, &*code) else {
+        return refuse();
+    };
     let bytes = if short {
-        // The code goes where the pun's jump lands.
+        // A trampoline to the code goes where the pun's jump lands.
         patch_successors(pool, puns, rip, len, depth);
-        let Some(c) = puns.choose(rip, len, m.end, &*code, w) else {
+        let tramp = |t: u64| Some(super::pun::trampoline(t, at));
+        let Some(c) = puns.choose(rip, len, m.end, &tramp, w) else {
             return refuse();
         };
         c.bytes
     } else {
-        let Some(at) = pool.place(rip, &*code) else {
-            return refuse();
-        };
         let rel = at.wrapping_sub(rip + 5) as i64;
         if rel != i64::from(rel as i32) {
             return refuse();

@@ -23,8 +23,11 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 /// The lock: 0 free, 1 held, 2 held with (possible) waiters.
 static LOCK: AtomicU32 = AtomicU32::new(0);
-/// The bus holder's thread ([`this_thread`]; 0: none), for re-entrance.
-static OWNER: AtomicU64 = AtomicU64::new(0);
+/// The thread holding [`LOCK`] ([`this_thread`]; 0: none), for re-entrance: set as soon as
+/// the lock is taken, cleared just before it is released.
+static LOCK_HOLDER: AtomicU64 = AtomicU64::new(0);
+/// The bias slot whose thread the lock holder is waiting for ([`revoke`]), or [`NONE`].
+static REVOKING: AtomicUsize = AtomicUsize::new(NONE);
 
 /// Threads that have held the bias, each with its own flag (a slot is never reused by another
 /// thread: a late store by a revoked thread only ever touches its own flag).
@@ -92,22 +95,42 @@ pub(super) enum Held {
 }
 
 /// Takes the bus (waits in the kernel while another thread holds the lock). Async-signal-safe.
+///
+/// Re-entrance (a signal handler of the thread that holds the bus, or device code, touching a
+/// region again) is recognised on every path: the lock's holder; a biased thread with its flag
+/// up (set before it checks the bias, so a handler that interrupts the check also sees it); a
+/// thread whose bias was revoked while it was inside (the revoker waits for it).
 pub(super) fn lock() -> Held {
     let me = this_thread();
-    if OWNER.load(Ordering::Relaxed) == me {
+    if LOCK_HOLDER.load(Ordering::Relaxed) == me {
+        // Perhaps interrupting our own revocation of another thread's bias: that thread may
+        // still be inside; wait for it as the outer take does.
+        let r = REVOKING.load(Ordering::Relaxed);
+        if r != NONE {
+            wait_out(r);
+        }
         return Held::Reentrant;
     }
     let b = BIASED.load(Ordering::Relaxed);
     if b != NONE && SLOT_THREAD[b].load(Ordering::Relaxed) == me {
+        if INSIDE[b].load(Ordering::Relaxed) != 0 {
+            return Held::Reentrant;
+        }
         INSIDE[b].store(1, Ordering::Relaxed);
         // No fence: a revoker's membarrier stands in for one (module docs). The compiler must
         // not move the load above the store.
         compiler_fence(Ordering::SeqCst);
         if BIASED.load(Ordering::Acquire) == b {
-            OWNER.store(me, Ordering::Relaxed);
             return Held::Biased(b);
         }
         INSIDE[b].store(0, Ordering::Release);
+    } else if REVOCATIONS.load(Ordering::Relaxed) != 0
+        && (0..BIAS_SLOTS).any(|s| {
+            SLOT_THREAD[s].load(Ordering::Relaxed) == me && INSIDE[s].load(Ordering::Relaxed) != 0
+        })
+    {
+        // Revoked while inside: the revoker waits for us.
+        return Held::Reentrant;
     }
     if LOCK
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -118,7 +141,7 @@ pub(super) fn lock() -> Held {
             crate::futex::wait(&LOCK, 2);
         }
     }
-    OWNER.store(me, Ordering::Relaxed);
+    LOCK_HOLDER.store(me, Ordering::Relaxed);
     let b = BIASED.load(Ordering::Acquire);
     if b != NONE && SLOT_THREAD[b].load(Ordering::Relaxed) != me {
         revoke(b);
@@ -135,12 +158,9 @@ pub(super) fn lock() -> Held {
 pub(super) fn unlock(held: Held) {
     match held {
         Held::Reentrant => {}
-        Held::Biased(b) => {
-            OWNER.store(0, Ordering::Relaxed);
-            INSIDE[b].store(0, Ordering::Release);
-        }
+        Held::Biased(b) => INSIDE[b].store(0, Ordering::Release),
         Held::Locked => {
-            OWNER.store(0, Ordering::Relaxed);
+            LOCK_HOLDER.store(0, Ordering::Relaxed);
             if LOCK.swap(0, Ordering::Release) == 2 {
                 crate::futex::wake(&LOCK, 1);
             }
@@ -167,10 +187,18 @@ fn grant(me: u64) {
 /// Takes the bias away from slot `b`'s thread (the lock holder calls it) and waits until that
 /// thread is out of the bus.
 fn revoke(b: usize) {
+    REVOKING.store(b, Ordering::Relaxed);
     BIASED.store(NONE, Ordering::SeqCst);
     // SAFETY: membarrier with a command registered by `prepare` (the bias is only granted
     // after a successful registration); it touches no user memory.
     unsafe { libc::syscall(libc::SYS_membarrier, CMD_PRIVATE_EXPEDITED, 0, 0) };
+    wait_out(b);
+    REVOKING.store(NONE, Ordering::Relaxed);
+    REVOCATIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Waits until slot `b`'s thread is out of the bus (its flag down).
+fn wait_out(b: usize) {
     let mut spins = 0u32;
     while INSIDE[b].load(Ordering::Acquire) != 0 {
         spins += 1;
@@ -182,7 +210,6 @@ fn revoke(b: usize) {
             unsafe { libc::sched_yield() };
         }
     }
-    REVOCATIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The bus, held for the device accesses of one instruction (and the run-ahead after it):

@@ -185,31 +185,45 @@ pub fn saved_state() -> Saved {
     }
 }
 
-/// The state of the interrupted code, as the stub saved it, seen by the engine. Vector
-/// registers the stub did not save read as zero and are not written (the site's instruction
-/// uses none of them: [`Record::regs`] includes its own).
+/// The state of the interrupted code, as the stub saved it, seen by the engine. The site's
+/// own instruction uses only registers the stub saved ([`Record::regs`] includes them), but at
+/// some execution its pointer may point at page 0 instead of a region, and a map access may
+/// name any register: a vector register the stub did not save then reads as zero, is not
+/// written, and marks the emulation `missing`, so the stub runs the original instruction
+/// instead (the map access then faults and is emulated as usual).
 struct FrameMachine<'a> {
     f: &'a mut Frame,
     v: &'a mut VectorArea,
     saved: Saved,
     regs: super::liveness::Regs,
     rip: u64,
+    missing: core::cell::Cell<bool>,
 }
 
 impl FrameMachine<'_> {
-    /// Whether zmm register `n` (0..32) was saved, at a width with `bytes` of it.
+    /// Whether zmm register `n` (0..32) was saved, at a width with `bytes` of it (noting a miss).
     fn zmm_saved(&self, n: usize, bytes: usize) -> bool {
         let width = match self.saved {
             Saved::Sse => 16,
             Saved::Avx => 32,
             Saved::Avx512F | Saved::Avx512Bw => 64,
         };
-        (self.regs >> n) & 1 == 1 && bytes <= width && (n < 16 || width == 64)
+        let has = (self.regs >> n) & 1 == 1;
+        let exists = n < 16 || width == 64;
+        if exists && !has {
+            self.missing.set(true);
+        }
+        has && bytes <= width && exists
     }
 
-    /// Whether opmask `n` was saved.
+    /// Whether opmask `n` was saved (noting a miss).
     fn k_saved(&self, n: usize) -> bool {
-        matches!(self.saved, Saved::Avx512F | Saved::Avx512Bw) && (self.regs >> (32 + n)) & 1 == 1
+        let exists = matches!(self.saved, Saved::Avx512F | Saved::Avx512Bw);
+        let has = (self.regs >> (32 + n)) & 1 == 1;
+        if exists && !has {
+            self.missing.set(true);
+        }
+        exists && has
     }
 }
 
@@ -351,6 +365,7 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, rec: *con
         saved: rec.saved,
         regs: rec.regs,
         rip: rec.instr.ip(),
+        missing: core::cell::Cell::new(false),
     };
     // A plain move changes nothing unless it is done (and the Frame, just pushed 8 bytes at a
     // time, is not copied whole: wider loads of it stall on store forwarding).
@@ -362,10 +377,11 @@ unsafe extern "C" fn callout(frame: *mut Frame, area: *mut VectorArea, rec: *con
         let _bus = crate::region::Bus::take(&rec.bytes[..len]);
         crate::emulate::emulate(&mut m, &rec.instr, &rec.bytes[..len], &rec.offsets, None)
     };
-    let next = m.rip;
+    let (next, missing) = (m.rip, m.missing.get());
     // rsp cannot be changed from here (the stub does not pop it), nor rip: a form that would
-    // change either (a page-0 store into rsp's slot, say) takes the fault path instead.
-    if r.is_ok() && f.gpr[4] == rsp && next == rec.instr.next_ip() {
+    // change either (a page-0 store into rsp's slot, say) takes the fault path instead, as one
+    // that needed a vector register the stub did not save.
+    if r.is_ok() && !missing && f.gpr[4] == rsp && next == rec.instr.next_ip() {
         1
     } else {
         (f.gpr, f.rflags) = before;
