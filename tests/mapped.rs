@@ -611,3 +611,31 @@ fn run_time_counts_keep_the_values_written_around_them() {
         assert_eq!(two_run_time_shifts(&mut r, x, y, n, m), want);
     }
 }
+
+/// Eight stores need more operand registers than one block has (the macro splits before the
+/// seventh); a register written again after the split may be read back: only the values
+/// written before it are lost (`read_across_a_forced_split` in tests/ui).
+#[of::mapped]
+fn rewritten_after_a_forced_split(r: &mut of::Registers, a: u64) -> (u64, u64) {
+    r.rax = a;
+    r.rdx = a;
+    r.rsi = a;
+    r.rdi = a;
+    r.r8 = a;
+    r.r9 = a;
+    r.r10 = a;
+    r.r11 = a;
+    r.rax = 7;
+    let v = r.rax;
+    let w = r.r11;
+    (v, w)
+}
+
+#[test]
+fn a_register_written_again_after_a_forced_split_reads_back() {
+    let mut r = of::map_registers().unwrap();
+    assert_eq!(
+        rewritten_after_a_forced_split(&mut r, u64::MAX),
+        (7, u64::MAX)
+    );
+}

@@ -257,16 +257,13 @@ pub(crate) fn read_in_jumping_block(span: Span) -> syn::Error {
 
 /// A statement that reads a register the block before it wrote, where `#[of::mapped]` had to
 /// end that block (the user sees no boundary there).
-pub(crate) fn read_across_a_forced_split(span: Span, gpr: usize) -> syn::Error {
+pub(crate) fn read_across_a_forced_split(span: Span) -> syn::Error {
     syn::Error::new(
         span,
-        format!(
-            "the register statements before this need more than one asm block (more values than \
-             operand registers, or a read next to a rip write), and {} was written in the \
-             previous one: compiled code between the blocks may reuse it — read it before the \
-             split, or use fewer values per group",
-            GPR64[gpr]
-        ),
+        "the register statements before this need more than one asm block (more values than \
+         operand registers, or a read next to a rip write), and this register was written in \
+         the previous one: compiled code between the blocks may reuse it — read it before the \
+         split, or use fewer values per group",
     )
 }
 

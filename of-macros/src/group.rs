@@ -93,11 +93,13 @@ pub(crate) fn check(accesses: &[Access]) -> syn::Result<()> {
 #[derive(Default)]
 pub(crate) struct Group {
     pending: Vec<Access>,
-    /// Registers written by the block that [`Group::push`] had to end early (out of operand
-    /// registers, a read next to a jump): a statement that reads one of them would read a
-    /// value compiled code may have replaced at the boundary the user cannot see. Cleared at a
-    /// boundary in the source ([`Group::flush`] from outside).
-    lost: Vec<usize>,
+    /// Map bytes (`start..end`) written by the block that [`Group::push`] had to end early
+    /// (out of operand registers, a read next to a jump): a statement that reads them would
+    /// read a value compiled code may have replaced at the boundary the user cannot see, until
+    /// a statement writes them again (a map write is a memory write: a 4-byte store to a
+    /// register's slot leaves its upper 4 bytes alone). Cleared at a boundary in the source
+    /// ([`Group::flush`] from outside).
+    lost: Vec<(u32, u32)>,
 }
 
 impl Group {
@@ -137,11 +139,11 @@ impl Group {
         self.pending.push(a);
         if check(&self.pending).is_err() {
             let a = self.pending.pop().expect("just pushed");
-            let written: Vec<usize> = self
+            let written: Vec<(u32, u32)> = self
                 .pending
                 .iter()
                 .filter(|g| g.writes())
-                .flat_map(|g| covered(g.view()))
+                .map(|g| (g.view().off, g.view().off + g.view().size))
                 .collect();
             self.flush(out)?;
             self.lost = written;
@@ -149,10 +151,24 @@ impl Group {
             check(&self.pending)?;
         }
         let a = self.pending.last().expect("just pushed");
+        let (start, end) = (a.view().off, a.view().off + a.view().size);
         if !matches!(a, Access::Write { .. })
-            && let Some(&n) = covered(a.view()).iter().find(|n| self.lost.contains(n))
+            && self.lost.iter().any(|&(s, e)| s < end && start < e)
         {
-            return Err(diag::read_across_a_forced_split(a.span(), n));
+            return Err(diag::read_across_a_forced_split(a.span()));
+        }
+        if matches!(a, Access::Write { .. }) {
+            // Written again: those bytes no longer hold the lost value.
+            let mut kept = vec![];
+            for &(s, e) in &self.lost {
+                if s < start {
+                    kept.push((s, e.min(start)));
+                }
+                if e > end {
+                    kept.push((s.max(end), e));
+                }
+            }
+            self.lost = kept;
         }
         Ok(())
     }
