@@ -440,6 +440,9 @@ fn run_ahead_continues_through_consecutive_region_accesses() {
     // SAFETY: four accesses inside the region (offsets 0..24).
     unsafe {
         std::arch::asm!(
+            // Within one 64-byte line, so never across a page boundary (run-ahead reads only
+            // the page(s) the CPU fetched the faulting instruction from).
+            ".p2align 6",
             "mov qword ptr [{p}], 5",
             "add qword ptr [{p}], 2",
             "mov {t}, qword ptr [{p}]",
