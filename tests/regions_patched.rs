@@ -347,6 +347,21 @@ fn the_call_out_preserves_vector_state_the_device_clobbers() {
     // SAFETY: the page holds `probe` as assembled above.
     let probe: extern "sysv64" fn(*const VectorState, *mut VectorState, *mut u8) -> u32 =
         unsafe { std::mem::transmute(page) };
+    // Zeroes what this CPU does not have: lanes beyond its vector width, zmm16..32 without
+    // AVX-512.
+    let keep_lanes = |s: &mut VectorState| {
+        for (i, z) in s.z.iter_mut().enumerate() {
+            let lanes = match (avx512, avx, i < 16) {
+                (true, _, _) => 8,
+                (false, true, true) => 4,
+                (false, false, true) => 2,
+                (false, _, false) => 0,
+            };
+            for q in z.iter_mut().skip(lanes) {
+                *q = 0;
+            }
+        }
+    };
     let mut r = Rng(0x7EC7_0015);
     let mut faults_after_patch = None;
     for run in 0..6 {
@@ -375,40 +390,14 @@ fn the_call_out_preserves_vector_state_the_device_clobbers() {
         input.mxcsr = 0x1F80 | ((r.next() as u32) & 0x6000); // rounding control
         // What the CPU keeps of it: lanes and registers this CPU has.
         let mut want = input;
-        for (i, z) in want.z.iter_mut().enumerate() {
-            let lanes = if avx512 {
-                8
-            } else if avx && i < 16 {
-                4
-            } else if i < 16 {
-                2
-            } else {
-                0
-            };
-            for q in z.iter_mut().skip(lanes) {
-                *q = 0;
-            }
-        }
+        keep_lanes(&mut want);
         if !avx512 {
             want.k = [0; 8];
         }
         let mut out = want;
         let loaded = probe(&input, &mut out, region.as_ptr());
         assert_eq!(loaded, 0x1234_5678);
-        for (i, z) in out.z.iter_mut().enumerate() {
-            let lanes = if avx512 {
-                8
-            } else if avx && i < 16 {
-                4
-            } else if i < 16 {
-                2
-            } else {
-                0
-            };
-            for q in z.iter_mut().skip(lanes) {
-                *q = 0;
-            }
-        }
+        keep_lanes(&mut out);
         assert_eq!(
             out, want,
             "run {run}: the vector state changed across the region access"

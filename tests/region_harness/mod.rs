@@ -174,7 +174,8 @@ pub struct Fixed {
 }
 
 impl Fixed {
-    /// A fresh read-write-execute page (leaked: tests write their own code into it).
+    /// A fresh read-write-execute page of 4096 bytes (a `Fixed` unmaps its own; other tests
+    /// leak theirs).
     pub fn raw_page() -> *mut u8 {
         // SAFETY: an anonymous private mapping of our own.
         let page = unsafe {
@@ -193,18 +194,7 @@ impl Fixed {
 
     /// Writes the harness around `instr`, encoded for [`Fixed::site`] by `encode(site)`.
     pub fn new(encode: impl Fn(u64) -> Option<Vec<u8>>) -> Option<Fixed> {
-        // SAFETY: an anonymous private mapping of our own.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
+        let page = Self::raw_page();
         let at = page as u64;
         let gprs = [
             rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,

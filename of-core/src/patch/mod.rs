@@ -298,6 +298,19 @@ pub fn flush() {
     worker::flush();
 }
 
+/// Records `b` as the bytes of site `s`'s original instruction (before its state says so).
+fn set_orig_bytes(s: &Site, b: &[u8; 16]) {
+    let (lo, hi) = b.split_at(8);
+    s.orig[0].store(
+        u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
+        Ordering::Release,
+    );
+    s.orig[1].store(
+        u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
+        Ordering::Release,
+    );
+}
+
 fn orig_bytes(s: &Site) -> [u8; 16] {
     let lo = s.orig[0].load(Ordering::Acquire).to_le_bytes();
     let hi = s.orig[1].load(Ordering::Acquire).to_le_bytes();
@@ -361,10 +374,7 @@ pub fn on_emulated_fault(rip: u64, bytes: &[u8], instr: &Instruction, region: bo
         };
         if state_of(next) == COLD && count_of(next) >= u64::from(threshold()) {
             // Record the bytes first, then claim the site for the patcher.
-            let lo = u64::from_le_bytes(now[..8].try_into().unwrap_or([0; 8]));
-            let hi = u64::from_le_bytes(now[8..].try_into().unwrap_or([0; 8]));
-            s.orig[0].store(lo, Ordering::Release);
-            s.orig[1].store(hi, Ordering::Release);
+            set_orig_bytes(s, &now);
             s.region.store(region, Ordering::Release);
             let queued = pack(rip, QUEUED, count_of(next));
             if s.ctl

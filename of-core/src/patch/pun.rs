@@ -158,14 +158,6 @@ pub struct Puns {
     pins: Vec<Pin>,
 }
 
-/// A chosen pun: the bytes to write at the site and where its code was placed.
-pub struct Chosen {
-    /// Bytes written over the site (as many as it has).
-    pub bytes: Vec<u8>,
-    /// Where the jump goes: the code's address.
-    pub target: u64,
-}
-
 /// Ranges no trampoline page may take: from the program break up 1 GiB (the heap grows there)
 /// and the main thread's stack with the room it may grow into below it — its `RLIMIT_STACK`
 /// (1 GiB if unlimited) and the kernel's 1 MiB guard gap, plus 16 MiB. (Without address-space
@@ -217,7 +209,8 @@ impl Puns {
     /// (`code(at)` encodes it for address `at`: a [`trampoline`] to the call-out stub): the
     /// first window (fewest prefixes first) whose jump stays inside the mapping ending at
     /// `mapping_end` and whose target has room for the code in a page of ours or pages that
-    /// can be mapped there. `None` when no window works.
+    /// can be mapped there. Returns the bytes to write over the site; `None` when no window
+    /// works.
     pub fn choose(
         &mut self,
         rip: u64,
@@ -225,7 +218,7 @@ impl Puns {
         mapping_end: u64,
         code: &dyn Fn(u64) -> Option<Vec<u8>>,
         writer: Writer,
-    ) -> Option<Chosen> {
+    ) -> Option<Vec<u8>> {
         let mut following = [0u8; 4];
         crate::signal::context::read_memory(rip + site_len as u64, &mut following).ok()?;
         let free = kept_free();
@@ -260,7 +253,7 @@ impl Puns {
                 start: rip + site_len as u64,
                 end,
             });
-            return Some(Chosen { bytes, target });
+            return Some(bytes);
         }
         None
     }

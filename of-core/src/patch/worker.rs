@@ -142,14 +142,7 @@ fn patch_successors(pool: &mut Pool, puns: &mut Puns, rip: u64, len: usize, dept
             if s.region.load(Ordering::Acquire) && matches!(state_of(ctl), COLD | QUEUED) {
                 let queued = pack(at, QUEUED, 0);
                 if state_of(ctl) == COLD {
-                    s.orig[0].store(
-                        u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])),
-                        Ordering::Release,
-                    );
-                    s.orig[1].store(
-                        u64::from_le_bytes(bytes[8..].try_into().unwrap_or([0; 8])),
-                        Ordering::Release,
-                    );
+                    super::set_orig_bytes(s, &bytes);
                 }
                 let claimed = state_of(ctl) == QUEUED
                     || s.ctl
@@ -174,8 +167,9 @@ fn vector_registers_to_save(instr: &iced_x86::Instruction) -> liveness::Regs {
     if callout::save_all() {
         return liveness::ALL;
     }
-    let (reads, writes) = liveness::uses(instr);
-    // Every register the instruction names, written in part or whole.
+    // What it reads (everything, for xsave and friends), and every register it names, read or
+    // written in part or whole.
+    let (reads, _) = liveness::uses(instr);
     let mut info = iced_x86::InstructionInfoFactory::new();
     let named = info
         .info(instr)
@@ -193,7 +187,7 @@ fn vector_registers_to_save(instr: &iced_x86::Instruction) -> liveness::Regs {
             .find(|&n| crate::signal::context::read_memory(addr, &mut buf[..n]).is_ok())
             .unwrap_or(0)
     });
-    reads | writes | named | after
+    reads | named | after
 }
 
 /// Plans, generates and pokes one queued site (`depth`: how many short sites wait for this
@@ -298,10 +292,10 @@ fn process(pool: &mut Pool, puns: &mut Puns, index: usize, depth: u32) {
         // A trampoline to the code goes where the pun's jump lands.
         patch_successors(pool, puns, rip, len, depth);
         let tramp = |t: u64| Some(super::pun::trampoline(t, at));
-        let Some(c) = puns.choose(rip, len, m.end, &tramp, w) else {
+        let Some(bytes) = puns.choose(rip, len, m.end, &tramp, w) else {
             return refuse();
         };
-        c.bytes
+        bytes
     } else {
         let rel = at.wrapping_sub(rip + 5) as i64;
         if rel != i64::from(rel as i32) {
